@@ -1,0 +1,21 @@
+"""Objects from config nodes: `hydra.utils.instantiate`, minus the bookkeeping keys clexp adds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+# keys that describe a config node but are no arguments of its `_target_`
+META_KEYS = ("name", "multihead")
+
+
+def build(node: DictConfig | None, **kwargs: Any) -> Any:
+    """`instantiate(node, **kwargs)` without clexp's descriptive keys; None stays None."""
+    if node is None:
+        return None
+    cfg = OmegaConf.to_container(node, resolve=True)
+    for key in META_KEYS:
+        cfg.pop(key, None)
+    return instantiate(cfg, **kwargs)

@@ -1,0 +1,56 @@
+"""`results.json`: the machine-readable record of a run, and the readable table printed at its end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+RESULTS_FILE = "results.json"
+
+
+def write_results(results: dict, run_dir: Path) -> Path:
+    path = Path(run_dir) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=_jsonable))
+    tmp.replace(path)
+    return path
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def read_results(path: Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    return json.loads(path.read_text())
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "   n/a"
+    return f"{100 * v:6.1f}"
+
+
+def format_table(results: dict) -> str:
+    """The accuracy matrix (percent) and the summary metrics as aligned text."""
+    R = results["acc_matrix"]
+    T = len(R[0]) if R else 0
+    lines = ["Accuracy (%) on each experience's test set (rows: after training experience i)"]
+    lines.append("          " + "".join(f"  exp{j:<3d}" for j in range(T)))
+    if results.get("baseline_acc") is not None:
+        lines.append("  init    " + "".join(f"  {_fmt(a)} " for a in results["baseline_acc"]))
+    for i, row in enumerate(R):
+        lines.append(f"  after {i:<2d}" + "".join(f"  {_fmt(a)} " for a in row))
+    m = results["metrics"]
+    lines.append("")
+    lines.append(
+        f"average accuracy {_fmt(m['avg_acc']).strip()}%   forgetting {_fmt(m['forgetting']).strip()}%   "
+        f"BWT {_fmt(m['bwt']).strip()}%   FWT {_fmt(m['fwt']).strip()}%"
+    )
+    return "\n".join(lines)

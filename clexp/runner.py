@@ -1,0 +1,193 @@
+"""The continual-learning loop: build everything from the config, train each experience, evaluate,
+checkpoint, and write `results.json`."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from clexp import checkpoint
+from clexp.build import build
+from clexp.callbacks import AccuracyMatrix, ExperienceProgressBar
+from clexp.loader import TensorLoader
+from clexp.loggers import build_logger, define_wandb_steps
+from clexp.module import ContinualModule
+from clexp.results import write_results
+from clexp.stream import Stream, build_stream
+
+log = logging.getLogger(__name__)
+
+TRAINER_KEYS = (
+    "accelerator", "devices", "num_nodes", "strategy", "precision", "gradient_clip_val",
+    "log_every_n_steps", "enable_progress_bar", "deterministic",
+)
+
+
+def load_data(cfg: DictConfig):
+    """The dataset source named by `cfg.dataset` (a `SourceData`)."""
+    return build(cfg.dataset)
+
+
+def build_model(cfg: DictConfig, stream: Stream) -> torch.nn.Module:
+    heads = len(stream) if stream.multihead else 1
+    return build(cfg.model, input_shape=stream.input_shape, n_outputs=stream.n_outputs, n_heads=heads)
+
+
+class StreamRunner:
+    """Owns the objects that live for the whole stream: module, callbacks, logger, timings."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, group: str | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.group = group
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        self.stream = build_stream(load_data(cfg), cfg.scenario, bool(cfg.model.get("multihead")), cfg.seed)
+        self.model = build_model(cfg, self.stream)
+        regularizer = build(cfg.method.regularizer)
+        self.module = ContinualModule(self.model, build(cfg.optimizer), regularizer, self.stream.task_masks)
+        self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
+        self.importance = build(cfg.method.importance)
+        self.progress = ExperienceProgressBar(len(self.stream)) if cfg.trainer.enable_progress_bar else None
+        tags = [cfg.method.name, cfg.scenario.name, cfg.scenario.incremental, cfg.dataset.name]
+        self.logger = build_logger(cfg, self.run_dir, tags, group)
+        self.train_seconds: list[float] = []
+        self.steps = 0  # optimizer steps over the whole stream (the loggers' x axis)
+        self.start_experience = 0
+
+    # -- the pieces of one experience -------------------------------------------------------
+    @property
+    def callbacks(self) -> list[pl.Callback]:
+        cbs = [self.accuracy]
+        if self.importance is not None:
+            cbs.append(self.importance)
+        if self.progress is not None:
+            cbs.append(self.progress)
+        return cbs
+
+    def trainer(self, i: int) -> pl.Trainer:
+        t = self.cfg.trainer
+        epochs, iterations = self.cfg.train.epochs, self.cfg.train.iterations
+        return pl.Trainer(
+            **{k: t[k] for k in TRAINER_KEYS if k in t},
+            max_epochs=-1 if iterations is not None else epochs,
+            max_steps=iterations if iterations is not None else -1,
+            callbacks=self.callbacks,
+            logger=self.logger if self.logger is not None else False,
+            enable_checkpointing=False,
+            enable_model_summary=i == self.start_experience,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            use_distributed_sampler=False,
+            default_root_dir=str(self.run_dir),
+        )
+
+    def loader(self, i: int, trainer: pl.Trainer) -> TensorLoader:
+        """Experience i's training data (0..i for joint), on the training device, this rank's shard."""
+        seen = self.stream.experiences[: i + 1] if self.cfg.method.get("joint") else [self.stream[i]]
+        tensors = tuple(torch.cat(parts) for parts in zip(*[(e.x_train, e.y_train, e.t_train) for e in seen]))
+        loader = TensorLoader(
+            tensors, self.cfg.train.batch_size, shuffle=True, seed=self.cfg.seed * 1000 + i,
+            rank=trainer.global_rank, world_size=trainer.world_size,
+        )
+        return loader.to(trainer.strategy.root_device)
+
+    def prepare(self, i: int) -> None:
+        """Point the module (and multi-head model) at experience i."""
+        self.module.experience.fill_(i)
+        self.module.current_experience = self.stream[i]
+        self.model.active_task = i
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> dict:
+        start = time.perf_counter()
+        quiet_lightning()
+        for i in range(self.start_experience, len(self.stream)):
+            self.prepare(i)
+            trainer = self.trainer(i)
+            loader = self.loader(i, trainer)
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self.steps  # continuous logger steps
+            if i == 0 and self.logger is not None and trainer.is_global_zero:
+                define_wandb_steps(self.logger)
+            t0 = time.perf_counter()
+            trainer.fit(self.module, train_dataloaders=loader)
+            self.train_seconds[i:] = [time.perf_counter() - t0]
+            self.steps += trainer.global_step
+            self.is_global_zero = trainer.is_global_zero
+            if trainer.is_global_zero:
+                self.save_checkpoint(i)
+        return self.finish(time.perf_counter() - start)
+
+    def save_checkpoint(self, i: int) -> None:
+        """The state that crosses experiences, after experience i."""
+        state = {
+            "experience": i,
+            "steps": self.steps,
+            "module": self.module.state_dict(),
+            "accuracy": self.accuracy.state_dict(),
+            "importance": self.importance.state_dict() if self.importance is not None else {},
+            "train_seconds": list(self.train_seconds),
+            "torch_rng": torch.get_rng_state(),
+        }
+        checkpoint.save_atomic(state, checkpoint.last_checkpoint(self.run_dir))
+
+    def finish(self, total_seconds: float) -> dict:
+        summary = self.accuracy.summary
+        results = {
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "seed": int(self.cfg.seed),
+            "status": "completed",
+            "acc_matrix": self.accuracy.rows,
+            "baseline_acc": self.accuracy.baseline,
+            "metrics": summary,
+            "timings": {
+                "train_s": self.train_seconds,
+                "eval_s": self.accuracy.eval_seconds,
+                "total_s": total_seconds,
+            },
+            "versions": versions(),
+            "n_experiences": len(self.stream),
+            "run_dir": str(self.run_dir),
+        }
+        if getattr(self, "is_global_zero", True):
+            write_results(results, self.run_dir)
+            if self.logger is not None and hasattr(self.logger, "experiment"):
+                finish_wandb(self.logger, summary)
+        return results
+
+
+def quiet_lightning() -> None:
+    """After the first Trainer, Lightning's per-Trainer banners (GPU available, ...) are noise, and
+    some warnings do not apply to tensor-resident loaders."""
+    for pattern in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*anonymous setting.*",
+                    ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "pytorch_lightning.accelerators.cuda", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def finish_wandb(logger, summary: dict) -> None:
+    from pytorch_lightning.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        run = logger.experiment
+        run.summary.update({f"final/{k}": v for k, v in summary.items() if v is not None})
+        run.finish()
+
+
+def versions() -> dict[str, str]:
+    import hydra
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "hydra": hydra.__version__,
+    }

@@ -1,0 +1,227 @@
+"""Experiences and the scenario builders: split / permuted / rotated × task / domain / class-incremental.
+
+A scenario is orthogonal to the dataset: it only needs a `SourceData`. Targets are expressed in the
+model's output space, so the training loop never needs to know the scenario:
+
+===========  =================================  =========================  ===================
+incremental  split: target                      permuted/rotated: target   outputs (model)
+===========  =================================  =========================  ===================
+class        original class                     t·C + class                all classes of the stream
+domain       position of the class in its exp.  class                      classes per experience
+task, mask   as class-IL, masked to exp.        as class-IL, masked        all classes of the stream
+task, heads  as domain-IL, head t               as domain-IL, head t       per head: classes per exp.
+===========  =================================  =========================  ===================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from clexp.data.base import SourceData
+
+INCREMENTAL = ("task", "domain", "class")
+SCENARIOS = ("split", "permuted", "rotated")
+
+
+@dataclass
+class Experience:
+    """One experience of a stream: its data (targets already in output space) and what identifies it."""
+
+    index: int
+    classes: list[int]  # the original dataset classes it contains
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    output_classes: list[int] = field(default_factory=list)  # model outputs this experience uses
+
+    @property
+    def t_train(self) -> torch.Tensor:
+        return torch.full((len(self.y_train),), self.index, dtype=torch.int64)
+
+    @property
+    def t_test(self) -> torch.Tensor:
+        return torch.full((len(self.y_test),), self.index, dtype=torch.int64)
+
+
+@dataclass
+class Stream:
+    """A list of experiences plus what the model must know to be built for them."""
+
+    name: str
+    incremental: str
+    experiences: list[Experience]
+    n_outputs: int  # outputs of the (single) head, or of each head when multihead
+    input_shape: tuple[int, ...]
+    multihead: bool = False
+
+    def __len__(self) -> int:
+        return len(self.experiences)
+
+    def __iter__(self):
+        return iter(self.experiences)
+
+    def __getitem__(self, i: int) -> Experience:
+        return self.experiences[i]
+
+    @property
+    def task_masks(self) -> torch.Tensor | None:
+        """Bool matrix (T × n_outputs): the outputs each experience may predict (task-IL masking)."""
+        if self.incremental != "task" or self.multihead:
+            return None
+        masks = torch.zeros(len(self.experiences), self.n_outputs, dtype=torch.bool)
+        for e in self.experiences:
+            masks[e.index, e.output_classes] = True
+        return masks
+
+
+def class_order(n_classes: int, order: list[int] | None, shuffle: bool, seed: int) -> list[int]:
+    """The order in which classes enter the stream: given, seeded shuffle, or natural."""
+    if order is not None:
+        order = [int(c) for c in order]
+        if sorted(order) != list(range(n_classes)):
+            raise ValueError(f"scenario.class_order={order} is not a permutation of 0..{n_classes - 1}")
+        return order
+    if shuffle:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randperm(n_classes, generator=g).tolist()
+    return list(range(n_classes))
+
+
+def _select(x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = torch.isin(y, torch.tensor(classes, dtype=y.dtype))
+    return x[keep], y[keep]
+
+
+def _relabel(y: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Position of each label in `classes` (domain-IL / multi-head targets)."""
+    lut = torch.full((int(max(classes)) + 1,), -1, dtype=torch.int64)
+    lut[torch.tensor(classes)] = torch.arange(len(classes))
+    return lut[y]
+
+
+def build_split(
+    data: SourceData,
+    n_experiences: int,
+    incremental: str,
+    multihead: bool = False,
+    order: list[int] | None = None,
+    shuffle_classes: bool = False,
+    seed: int = 0,
+) -> Stream:
+    """Classes partitioned into `n_experiences` equal groups, in (seeded) class order."""
+    C = data.n_classes
+    if n_experiences < 1 or C % n_experiences:
+        raise ValueError(f"scenario.n_experiences={n_experiences} must divide the {C} classes of {data.name}")
+    k = C // n_experiences
+    perm = class_order(C, order, shuffle_classes, seed)
+    exps = []
+    for t in range(n_experiences):
+        cls = perm[t * k : (t + 1) * k]
+        xtr, ytr = _select(data.x_train, data.y_train, cls)
+        xte, yte = _select(data.x_test, data.y_test, cls)
+        if incremental == "domain" or (incremental == "task" and multihead):
+            ytr, yte, out = _relabel(ytr, cls), _relabel(yte, cls), list(range(k))
+        else:
+            out = list(cls)
+        exps.append(Experience(t, list(cls), xtr, ytr, xte, yte, out))
+    n_out = k if (incremental == "domain" or multihead) else C
+    return Stream(f"split_{data.name}", incremental, exps, n_out, data.input_shape, multihead)
+
+
+def _transformed_stream(data, n_experiences, incremental, multihead, transforms, name) -> Stream:
+    """Every experience holds all classes, seen through its own input transform."""
+    C = data.n_classes
+    exps = []
+    for t, fn in enumerate(transforms):
+        offset = 0 if (incremental == "domain" or multihead) else t * C
+        exps.append(
+            Experience(
+                t,
+                list(range(C)),
+                fn(data.x_train),
+                data.y_train + offset,
+                fn(data.x_test),
+                data.y_test + offset,
+                list(range(offset, offset + C)),
+            )
+        )
+    n_out = C if (incremental == "domain" or multihead) else C * n_experiences
+    return Stream(f"{name}_{data.name}", incremental, exps, n_out, data.input_shape, multihead)
+
+
+def pixel_permutations(n_pixels: int, n_experiences: int, seed: int, first_identity: bool) -> list[torch.Tensor]:
+    """One fixed, seeded pixel permutation per experience (the first optionally the identity)."""
+    g = torch.Generator().manual_seed(seed)
+    perms = [torch.randperm(n_pixels, generator=g) for _ in range(n_experiences)]
+    if first_identity:
+        perms[0] = torch.arange(n_pixels)
+    return perms
+
+
+def build_permuted(data, n_experiences, incremental, multihead=False, seed=0, first_identity=True) -> Stream:
+    """Permuted stream: the same permutation is applied to an experience's train and test inputs."""
+    shape = data.input_shape
+    n_pixels = math.prod(shape[-2:]) if data.is_image else shape[-1]
+    perms = pixel_permutations(n_pixels, n_experiences, seed, first_identity)
+
+    def make(p):
+        def fn(x):
+            flat = x.reshape(*x.shape[: x.dim() - (2 if data.is_image else 1)], n_pixels)
+            return flat[..., p].reshape(x.shape)
+
+        return fn
+
+    return _transformed_stream(data, n_experiences, incremental, multihead, [make(p) for p in perms], "permuted")
+
+
+def rotation_angles(n_experiences: int, angles: list[float] | None, max_angle: float) -> list[float]:
+    """Given angles, or evenly spaced in [0, max_angle)."""
+    if angles is not None:
+        if len(angles) != n_experiences:
+            raise ValueError(f"scenario.angles has {len(angles)} values for {n_experiences} experiences")
+        return [float(a) for a in angles]
+    return [i * max_angle / n_experiences for i in range(n_experiences)]
+
+
+def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate N×C×H×W images about their centre (bilinear, zero fill), in chunks."""
+    if degrees % 360 == 0:
+        return x
+    from torchvision.transforms.functional import InterpolationMode
+    from torchvision.transforms.functional import rotate as tv_rotate
+
+    fill = float(x.min())  # the normalised value of a black pixel
+    return torch.cat(
+        [tv_rotate(c, degrees, InterpolationMode.BILINEAR, fill=[fill]) for c in x.split(4096)]
+    )
+
+
+def build_rotated(data, n_experiences, incremental, multihead=False, angles=None, max_angle=180.0) -> Stream:
+    if not data.is_image:
+        raise ValueError(f"scenario=rotated needs image inputs; {data.name} has flat features")
+    degs = rotation_angles(n_experiences, angles, max_angle)
+    fns = [lambda x, a=a: rotate(x, a) for a in degs]
+    return _transformed_stream(data, n_experiences, incremental, multihead, fns, "rotated")
+
+
+def build_stream(data: SourceData, scenario, multihead: bool = False, seed: int = 0) -> Stream:
+    """Dispatch on `scenario.name` (a config node or dict with the keys of conf/scenario/*.yaml)."""
+    name, inc, n = scenario["name"], scenario["incremental"], int(scenario["n_experiences"])
+    if inc not in INCREMENTAL:
+        raise ValueError(f"scenario.incremental={inc!r}: allowed are {', '.join(INCREMENTAL)}")
+    if multihead and inc != "task":
+        raise ValueError(f"model.multihead=true needs scenario.incremental=task, not {inc!r}")
+    sseed = scenario.get("seed") if scenario.get("seed") is not None else seed
+    if name == "split":
+        return build_split(
+            data, n, inc, multihead, scenario.get("class_order"), bool(scenario.get("shuffle_classes")), sseed
+        )
+    if name == "permuted":
+        return build_permuted(data, n, inc, multihead, sseed, bool(scenario.get("first_identity", True)))
+    if name == "rotated":
+        return build_rotated(data, n, inc, multihead, scenario.get("angles"), float(scenario.get("max_angle", 180)))
+    raise ValueError(f"scenario.name={name!r}: allowed are {', '.join(SCENARIOS)}")

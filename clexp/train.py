@@ -1,0 +1,71 @@
+"""Hydra entry point (`clexp`, `python -m clexp`): compose → validate → run the stream → results."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from clexp.data.base import DataError
+from clexp.results import format_table, write_results
+from clexp.validation import ConfigError, validate
+
+log = logging.getLogger("clexp")
+
+USER_ERRORS = (ConfigError, DataError)
+# conf/ sits beside the package in the repository (editable install, as `make` sets it up)
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _context() -> tuple[Path, bool, str | None]:
+    """(run folder, multirun?, sweep group name)."""
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    group = Path(hc.sweep.dir).name if multirun else None
+    return Path(hc.runtime.output_dir), multirun, group
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run one experiment; return the final average accuracy (the objective of sweepers)."""
+    from clexp.runner import StreamRunner
+
+    run_dir, multirun, group = _context()
+    try:
+        validate(cfg)
+        runner = StreamRunner(cfg, run_dir, group)
+        results = runner.run()
+    except (*USER_ERRORS, ValueError) as err:  # a user's mistake: one line, no traceback wall
+        return _fail(run_dir, multirun, f"{type(err).__name__}: {err}", exit_code=2)
+    except Exception as err:  # noqa: BLE001 - a sweep keeps its other jobs; a single run shows all
+        if not multirun:
+            raise
+        return _fail(run_dir, multirun, f"{type(err).__name__}: {err}\n{traceback.format_exc()}", exit_code=1)
+    if getattr(runner, "is_global_zero", True):
+        print()
+        print(format_table(results))
+        print(f"\nResults: {run_dir / 'results.json'}")
+    return results["metrics"]["avg_acc"]
+
+
+def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):
+    """Record the failure in the run folder; a single run exits, a sweep job returns None."""
+    write_results({"status": "failed", "error": message}, run_dir)
+    print(f"clexp: error: {message.splitlines()[0]}", file=sys.stderr)
+    if not multirun:
+        sys.exit(exit_code)
+    return None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Checks every config value before any data is loaded or model built: one readable line per error."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from clexp.loggers import LOGGERS
+from clexp.stream import INCREMENTAL, SCENARIOS
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key = key
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _check(cond: bool, key: str, value, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(key, value, allowed)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise `ConfigError` for the first bad value found."""
+    _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+
+    train = cfg.train
+    epochs, iterations = train.get("epochs"), train.get("iterations")
+    _check(epochs is not None or iterations is not None, "train.epochs", epochs,
+           "set train.epochs or train.iterations (per experience)")
+    if iterations is not None:
+        _check(isinstance(iterations, int) and iterations >= 1, "train.iterations", iterations, "an integer >= 1")
+    elif epochs is not None:
+        _check(isinstance(epochs, int) and epochs >= 1, "train.epochs", epochs, "an integer >= 1")
+    _check(isinstance(train.batch_size, int) and train.batch_size >= 1, "train.batch_size", train.batch_size,
+           "an integer >= 1")
+
+    sc = cfg.scenario
+    _check(sc.name in SCENARIOS, "scenario.name", sc.name, ", ".join(SCENARIOS))
+    _check(sc.incremental in INCREMENTAL, "scenario.incremental", sc.incremental, ", ".join(INCREMENTAL))
+    _check(isinstance(sc.n_experiences, int) and sc.n_experiences >= 1, "scenario.n_experiences",
+           sc.n_experiences, "an integer >= 1")
+    if cfg.model.get("multihead"):
+        _check(sc.incremental == "task", "model.multihead", True,
+               f"multi-head models need scenario.incremental=task (got {sc.incremental})")
+
+    lr = cfg.optimizer.get("lr")
+    _check(_number(lr) and lr > 0, "optimizer.lr", lr, "a number > 0")
+
+    _check(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, ", ".join(LOGGERS))
+    if cfg.logger.name == "wandb":
+        modes = ("auto", "online", "offline", "disabled")
+        _check(cfg.logger.mode in modes, "logger.mode", cfg.logger.mode, ", ".join(modes))
