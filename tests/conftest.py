@@ -1,0 +1,56 @@
+"""Shared helpers: compose the real configs, run tiny streams in-process or the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
+
+# small, quiet and fast: the default digits stream with a narrow MLP and 2 epochs
+FAST = ["train.epochs=2", "model.hidden=[64]", "logger=none", "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu"]
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def compose(overrides: list[str] = ()):
+    """The composed config, as `clexp` would see it (no Hydra runtime)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def run_stream(run_dir: Path, overrides: list[str] = (), fast: bool = True) -> dict:
+    """Validate and run one experiment in this process; return its results dict."""
+    from clexp.runner import StreamRunner
+    from clexp.validation import validate
+
+    cfg = compose([*(FAST if fast else []), *overrides])
+    validate(cfg)
+    return StreamRunner(cfg, run_dir).run()
+
+
+def clexp_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):
+    """Run `python -m clexp ARGS` in `cwd`; returns the CompletedProcess."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "clexp", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("../shared/data/mnist-t10k is not present")
+    return SHARED_MNIST
