@@ -20,7 +20,7 @@ def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tenso
 
 
 class ContinualModule(pl.LightningModule):
-    """Cross-entropy on the current experience plus `regularizer(model, x, t, logits)`.
+    """Cross-entropy on the current experience plus `regularizer(model, x, t, raw_logits)`.
 
     Batches are `(x, y, t)`: inputs, targets in output space, task ids. `task_masks` (T × outputs,
     bool) masks a shared head to each experience's outputs (task-IL without multiple heads).
@@ -38,6 +38,8 @@ class ContinualModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.regularizer = regularizer
+        if regularizer is not None and hasattr(regularizer, "bind"):
+            regularizer.bind(model)
         self.optimizer_factory = optimizer
         self.register_buffer("experience", torch.zeros((), dtype=torch.long))
         self.register_buffer("task_masks", task_masks)
@@ -54,12 +56,12 @@ class ContinualModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y, t = batch
-        logits = self(x, t)
-        loss = F.cross_entropy(logits, y)
+        raw = self.model(x, t)
+        loss = F.cross_entropy(mask_logits(raw, self.task_masks, t), y)
         self.log("train/loss", loss, prog_bar=True)
         if self.regularizer is None:
             return loss
-        penalty = self.regularizer(self.model, x, t, logits)
+        penalty = self.regularizer(self.model, x, t, raw)
         self.log("train/penalty", penalty, prog_bar=True)
         return loss + penalty
 

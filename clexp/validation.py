@@ -49,6 +49,8 @@ def validate(cfg: DictConfig) -> None:
         _check(sc.incremental == "task", "model.multihead", True,
                f"multi-head models need scenario.incremental=task (got {sc.incremental})")
 
+    _validate_method(cfg.method)
+
     lr = cfg.optimizer.get("lr")
     _check(_number(lr) and lr > 0, "optimizer.lr", lr, "a number > 0")
 
@@ -56,3 +58,27 @@ def validate(cfg: DictConfig) -> None:
     if cfg.logger.name == "wandb":
         modes = ("auto", "online", "offline", "disabled")
         _check(cfg.logger.mode in modes, "logger.mode", cfg.logger.mode, ", ".join(modes))
+
+
+FISHER_VARIANTS = ("exact", "sampled", "empirical", "batch")
+
+
+def _validate_method(m: DictConfig) -> None:
+    for key in ("lam", "c"):
+        if key in m:
+            _check(_number(m[key]) and m[key] >= 0, f"method.{key}", m[key], "a number >= 0")
+    if "xi" in m:
+        _check(_number(m.xi) and m.xi > 0, "method.xi", m.xi, "a number > 0")
+    if "gamma" in m:
+        _check(_number(m.gamma) and 0 < m.gamma <= 1, "method.gamma", m.gamma, "a number in (0, 1]")
+    if "temperature" in m:
+        _check(_number(m.temperature) and m.temperature > 0, "method.temperature", m.temperature, "a number > 0")
+    fisher = m.get("fisher")
+    if fisher is not None:
+        _check(fisher.variant in FISHER_VARIANTS, "method.fisher.variant", fisher.variant, ", ".join(FISHER_VARIANTS))
+        _check(isinstance(fisher.samples, int) and fisher.samples >= 1, "method.fisher.samples", fisher.samples,
+               "an integer >= 1")
+    for key, node in (("method.fisher.max_samples", fisher), ("method.max_samples", m)):
+        value = node.get("max_samples") if node is not None else None
+        if value is not None:
+            _check(isinstance(value, int) and value >= 1, key, value, "an integer >= 1 or null (all)")

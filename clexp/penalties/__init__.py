@@ -1,5 +1,8 @@
 """Regularization terms added to the task loss; their state lives in registered buffers."""
 
 from clexp.penalties.base import Regularizer
+from clexp.penalties.distillation import Distillation
+from clexp.penalties.path_integral import PathIntegralPenalty
+from clexp.penalties.quadratic import QuadraticPenalty
 
-__all__ = ["Regularizer"]
+__all__ = ["Distillation", "PathIntegralPenalty", "QuadraticPenalty", "Regularizer"]
