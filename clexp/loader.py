@@ -38,6 +38,8 @@ class TensorLoader:
         self.drop_last = drop_last
         self.rank, self.world_size = rank, world_size
         self.passes = 0  # how many times iteration started: part of the resumable state
+        self.skip = 0  # batches to skip at the start of the next pass (a resumed, half-done pass)
+        self.skip_at_start = 0  # what the current pass skipped
 
     @property
     def n(self) -> int:
@@ -47,9 +49,13 @@ class TensorLoader:
     def per_rank(self) -> int:
         return math.ceil(self.n / self.world_size)
 
-    def __len__(self) -> int:
+    @property
+    def batches_per_pass(self) -> int:
         m = self.per_rank
         return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+    def __len__(self) -> int:
+        return self.batches_per_pass  # a resumed pass yields fewer: it ends early
 
     def to(self, device: torch.device | str) -> "TensorLoader":
         self.tensors = tuple(t.to(device) for t in self.tensors)
@@ -71,12 +77,14 @@ class TensorLoader:
     def __iter__(self):
         idx = self._indices()
         self.passes += 1
-        for b in range(len(self)):
+        self.skip_at_start, self.skip = self.skip, 0
+        for b in range(self.skip_at_start, self.batches_per_pass):
             sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
             yield tuple(t[sel] for t in self.tensors)
 
     def state_dict(self) -> dict:
-        return {"passes": self.passes}
+        return {"passes": self.passes, "skip": self.skip}
 
     def load_state_dict(self, state: dict) -> None:
         self.passes = int(state["passes"])
+        self.skip = int(state.get("skip", 0))

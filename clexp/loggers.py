@@ -32,8 +32,10 @@ def wandb_mode(requested: str) -> str:
     return requested
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, tags: list[str], group: str | None):
-    """A Lightning logger for `cfg.logger.name`, writing inside `run_dir`, or None."""
+def build_logger(cfg: DictConfig, run_dir: Path, tags: list[str], group: str | None, run_id: str | None = None):
+    """A Lightning logger for `cfg.logger.name`, writing inside `run_dir`, or None.
+
+    `run_id` continues an existing wandb run (a resumed stream)."""
     kind = cfg.logger.name
     if kind == "none":
         return None
@@ -54,6 +56,8 @@ def build_logger(cfg: DictConfig, run_dir: Path, tags: list[str], group: str | N
         group=cfg.logger.group or group,
         tags=sorted({*tags, *map(str, cfg.logger.tags)}),
         mode=mode,
+        id=run_id,
+        resume="allow" if run_id else None,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     return logger

@@ -60,9 +60,11 @@ class ContinualModule(pl.LightningModule):
         loss = F.cross_entropy(mask_logits(raw, self.task_masks, t), y)
         self.log("train/loss", loss, prog_bar=True)
         if self.regularizer is None:
+            self.last_terms = {"loss": loss.detach()}
             return loss
         penalty = self.regularizer(self.model, x, t, raw)
         self.log("train/penalty", penalty, prog_bar=True)
+        self.last_terms = {"loss": loss.detach(), "penalty": penalty.detach()}
         return loss + penalty
 
     def configure_optimizers(self):

@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from clexp import checkpoint
 from clexp.build import build
 from clexp.callbacks import AccuracyMatrix, ExperienceProgressBar
+from clexp.callbacks.finite_guard import FiniteGuard
+from clexp.callbacks.stream_checkpoint import StreamCheckpoint
 from clexp.loader import TensorLoader
 from clexp.loggers import build_logger, define_wandb_steps
 from clexp.module import ContinualModule
@@ -43,7 +45,7 @@ def build_model(cfg: DictConfig, stream: Stream) -> torch.nn.Module:
 class StreamRunner:
     """Owns the objects that live for the whole stream: module, callbacks, logger, timings."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, group: str | None = None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, group: str | None = None, resume: dict | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.group = group
@@ -56,32 +58,40 @@ class StreamRunner:
         self.importance = build(cfg.method.importance)
         self.progress = ExperienceProgressBar(len(self.stream)) if cfg.trainer.enable_progress_bar else None
         tags = [cfg.method.name, cfg.scenario.name, cfg.scenario.incremental, cfg.dataset.name]
-        self.logger = build_logger(cfg, self.run_dir, tags, group)
+        wandb_id = resume.get("wandb_id") if resume else None
+        self.logger = build_logger(cfg, self.run_dir, tags, group, wandb_id)
+        self.guard = FiniteGuard()
+        self.stream_checkpoint = StreamCheckpoint(self, cfg.trainer.get("checkpoint_every_n_steps"))
         self.train_seconds: list[float] = []
         self.steps = 0  # optimizer steps over the whole stream (the loggers' x axis)
         self.start_experience = 0
+        self.resume_point: dict | None = None
+        if resume is not None:
+            self.restore(resume)
 
     # -- the pieces of one experience -------------------------------------------------------
     @property
     def callbacks(self) -> list[pl.Callback]:
-        cbs = [self.accuracy]
+        cbs = [self.accuracy, self.guard]
         if self.importance is not None:
             cbs.append(self.importance)
+        cbs.append(self.stream_checkpoint)
         if self.progress is not None:
             cbs.append(self.progress)
         return cbs
 
-    def trainer(self, i: int) -> pl.Trainer:
+    def trainer(self, i: int, done_epochs: int = 0, done_steps: int = 0) -> pl.Trainer:
+        """A fresh Trainer for experience i (minus the epochs/steps a resumed run already did)."""
         t = self.cfg.trainer
         epochs, iterations = self.cfg.train.epochs, self.cfg.train.iterations
         return pl.Trainer(
             **{k: t[k] for k in TRAINER_KEYS if k in t},
-            max_epochs=-1 if iterations is not None else epochs,
-            max_steps=iterations if iterations is not None else -1,
+            max_epochs=-1 if iterations is not None else epochs - done_epochs,
+            max_steps=iterations - done_steps if iterations is not None else -1,
             callbacks=self.callbacks,
             logger=self.logger if self.logger is not None else False,
             enable_checkpointing=False,
-            enable_model_summary=i == self.start_experience,
+            enable_model_summary=i == self.start_experience and not done_steps,
             num_sanity_val_steps=0,
             limit_val_batches=0,
             use_distributed_sampler=False,
@@ -109,33 +119,63 @@ class StreamRunner:
         start = time.perf_counter()
         quiet_lightning()
         for i in range(self.start_experience, len(self.stream)):
-            self.prepare(i)
-            trainer = self.trainer(i)
-            loader = self.loader(i, trainer)
-            trainer.fit_loop.epoch_loop._batches_that_stepped = self.steps  # continuous logger steps
-            if i == 0 and self.logger is not None and trainer.is_global_zero:
-                define_wandb_steps(self.logger)
-            t0 = time.perf_counter()
-            trainer.fit(self.module, train_dataloaders=loader)
-            self.train_seconds[i:] = [time.perf_counter() - t0]
-            self.steps += trainer.global_step
-            self.is_global_zero = trainer.is_global_zero
-            if trainer.is_global_zero:
-                self.save_checkpoint(i)
+            self.run_experience(i)
         return self.finish(time.perf_counter() - start)
 
-    def save_checkpoint(self, i: int) -> None:
-        """The state that crosses experiences, after experience i."""
-        state = {
+    def run_experience(self, i: int) -> None:
+        self.prepare(i)
+        point, self.resume_point = self.resume_point, None  # a mid-experience checkpoint, once
+        done_epochs = point["epoch"] if point else 0
+        done_steps = point["step"] if point else 0
+        trainer = self.trainer(i, done_epochs, done_steps)
+        loader = self.loader(i, trainer)
+        self.stream_checkpoint.begin(trainer, loader, i, done_steps, point)
+        self.module.resumed_mid_experience = point is not None
+        trainer.fit_loop.epoch_loop._batches_that_stepped = self.steps + done_steps  # continuous x axis
+        if i == 0 and not point and self.logger is not None and trainer.is_global_zero:
+            define_wandb_steps(self.logger)
+        if point:
+            loader.load_state_dict(point["loader"])
+            torch.set_rng_state(point["torch_rng"])
+        t0 = time.perf_counter() - (point["seconds"] if point else 0.0)
+        trainer.fit(self.module, train_dataloaders=loader)
+        self.module.resumed_mid_experience = False
+        self.train_seconds[i:] = [time.perf_counter() - t0]
+        self.steps += done_steps + trainer.global_step
+        self.is_global_zero = trainer.is_global_zero
+        if trainer.is_global_zero:
+            self.save_checkpoint(i)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self, i: int, finished: bool) -> dict:
+        """Everything that crosses experiences (weights, penalty buffers, SI sums, R, RNG)."""
+        return {
             "experience": i,
+            "finished": finished,
             "steps": self.steps,
             "module": self.module.state_dict(),
             "accuracy": self.accuracy.state_dict(),
-            "importance": self.importance.state_dict() if self.importance is not None else {},
             "train_seconds": list(self.train_seconds),
             "torch_rng": torch.get_rng_state(),
+            "wandb_id": getattr(self.logger, "version", None) if self.logger is not None else None,
         }
-        checkpoint.save_atomic(state, checkpoint.last_checkpoint(self.run_dir))
+
+    def save_checkpoint(self, i: int) -> None:
+        """After experience i (atomic: a kill never leaves a torn file)."""
+        checkpoint.save_atomic(self.state(i, finished=True), checkpoint.last_checkpoint(self.run_dir))
+
+    def restore(self, state: dict) -> None:
+        """Continue from a stream checkpoint: after a finished experience, or in the middle of one."""
+        self.module.load_state_dict(state["module"])
+        self.accuracy.load_state_dict(state["accuracy"])
+        self.train_seconds = list(state["train_seconds"])
+        self.steps = int(state["steps"])
+        if state["finished"]:
+            self.start_experience = int(state["experience"]) + 1
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            self.start_experience = int(state["experience"])
+            self.resume_point = state["point"] | {"torch_rng": state["torch_rng"]}
 
     def finish(self, total_seconds: float) -> dict:
         summary = self.accuracy.summary

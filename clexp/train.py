@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from clexp.callbacks.finite_guard import NonFiniteError
 from clexp.data.base import DataError
 from clexp.results import format_table, write_results
 from clexp.validation import ConfigError, validate
@@ -31,6 +32,28 @@ def _context() -> tuple[Path, bool, str | None]:
     return Path(hc.runtime.output_dir), multirun, group
 
 
+def resume_target(cfg: DictConfig) -> tuple[Path, DictConfig, dict]:
+    """The run folder to continue, its original config and its last stream checkpoint."""
+    from omegaconf import OmegaConf
+
+    from clexp import checkpoint
+
+    folder = Path(str(cfg.resume)).expanduser()
+    ckpt, saved_cfg = checkpoint.last_checkpoint(folder), folder / ".hydra" / "config.yaml"
+    if not (ckpt.is_file() and saved_cfg.is_file()):
+        raise ConfigError("resume", str(cfg.resume),
+                          "a run folder holding checkpoints/last.pt and .hydra/config.yaml")
+    try:
+        state = checkpoint.load(ckpt)
+    except Exception as err:  # noqa: BLE001 - a torn or foreign file: say which
+        raise ConfigError("resume", str(cfg.resume), f"its checkpoint {ckpt} cannot be read ({err})") from err
+    original = OmegaConf.load(saved_cfg)
+    ignored = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    if ignored:
+        log.warning("resume: the run continues with its original config; ignored: %s", " ".join(ignored))
+    return folder, original, state
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run one experiment; return the final average accuracy (the objective of sweepers)."""
     from clexp.runner import StreamRunner
@@ -38,10 +61,19 @@ def run(cfg: DictConfig) -> float | None:
     run_dir, multirun, group = _context()
     try:
         validate(cfg)
-        runner = StreamRunner(cfg, run_dir, group)
+        state = None
+        if cfg.get("resume"):
+            run_dir, cfg, state = resume_target(cfg)
+            validate(cfg)
+            print(f"Resuming {run_dir} after experience {state['experience']}"
+                  f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
+        keep_writes_inside(run_dir, cfg)
+        runner = StreamRunner(cfg, run_dir, group, resume=state)
         results = runner.run()
     except (*USER_ERRORS, ValueError) as err:  # a user's mistake: one line, no traceback wall
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}", exit_code=2)
+    except NonFiniteError as err:
+        return _fail(run_dir, multirun, f"non-finite value: {err}", exit_code=3)
     except Exception as err:  # noqa: BLE001 - a sweep keeps its other jobs; a single run shows all
         if not multirun:
             raise
@@ -51,6 +83,19 @@ def run(cfg: DictConfig) -> float | None:
         print(format_table(results))
         print(f"\nResults: {run_dir / 'results.json'}")
     return results["metrics"]["avg_acc"]
+
+
+def keep_writes_inside(run_dir: Path, cfg: DictConfig) -> None:
+    """Caches of wandb and matplotlib go under the data root, wandb's run files in the run folder:
+    nothing is written outside the run folder and the data root (unless the user set these)."""
+    import os
+
+    cache = Path(str(cfg.paths.data_dir)).expanduser().resolve() / ".cache"
+    for var, folder in (("WANDB_CACHE_DIR", cache / "wandb"), ("WANDB_DATA_DIR", cache / "wandb-data"),
+                        ("WANDB_ARTIFACT_DIR", cache / "wandb-artifacts"),
+                        ("MPLCONFIGDIR", cache / "matplotlib")):
+        os.environ.setdefault(var, str(folder))
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
 
 
 def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):

@@ -45,6 +45,14 @@ def validate(cfg: DictConfig) -> None:
     _check(sc.incremental in INCREMENTAL, "scenario.incremental", sc.incremental, ", ".join(INCREMENTAL))
     _check(isinstance(sc.n_experiences, int) and sc.n_experiences >= 1, "scenario.n_experiences",
            sc.n_experiences, "an integer >= 1")
+    n_classes = cfg.dataset.get("n_classes")
+    if sc.name == "split" and n_classes:
+        _check(n_classes % sc.n_experiences == 0, "scenario.n_experiences", sc.n_experiences,
+               f"a divisor of the {n_classes} classes of dataset={cfg.dataset.name}")
+        order = sc.get("class_order")
+        if order is not None:
+            _check(sorted(order) == list(range(n_classes)), "scenario.class_order", list(order),
+                   f"a permutation of 0..{n_classes - 1}")
     if cfg.model.get("multihead"):
         _check(sc.incremental == "task", "model.multihead", True,
                f"multi-head models need scenario.incremental=task (got {sc.incremental})")
@@ -53,6 +61,8 @@ def validate(cfg: DictConfig) -> None:
 
     lr = cfg.optimizer.get("lr")
     _check(_number(lr) and lr > 0, "optimizer.lr", lr, "a number > 0")
+
+    _validate_devices(cfg.trainer)
 
     _check(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, ", ".join(LOGGERS))
     if cfg.logger.name == "wandb":
@@ -82,3 +92,24 @@ def _validate_method(m: DictConfig) -> None:
         value = node.get("max_samples") if node is not None else None
         if value is not None:
             _check(isinstance(value, int) and value >= 1, key, value, "an integer >= 1 or null (all)")
+
+
+def _validate_devices(t: DictConfig) -> None:
+    """More devices than the machine has is caught here, before anything is built."""
+    import os
+
+    import torch
+
+    devices, accelerator = t.get("devices", 1), t.get("accelerator", "auto")
+    if not isinstance(devices, int):
+        return  # "auto", a list of indices: Lightning checks those
+    _check(devices >= 1, "trainer.devices", devices, "an integer >= 1")
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda"):
+        _check(gpus > 0, "trainer.accelerator", accelerator, "cpu or auto: this machine has no GPU")
+        _check(devices <= gpus, "trainer.devices", devices, f"at most {gpus} (GPUs on this machine)")
+    elif accelerator == "cpu" or (accelerator == "auto" and gpus == 0):
+        cpus = os.cpu_count() or 1
+        _check(devices <= cpus, "trainer.devices", devices, f"at most {cpus} (CPU cores on this machine)")
+    else:
+        _check(devices <= gpus, "trainer.devices", devices, f"at most {gpus} (GPUs on this machine)")

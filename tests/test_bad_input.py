@@ -1,0 +1,66 @@
+"""Every bad config value stops the run before any data or model, with one line naming the key."""
+
+import pytest
+
+from tests.conftest import clexp_cli
+
+QUICK = ["logger=none", "trainer.enable_progress_bar=false", "hydra.run.dir=run"]
+
+CASES = [
+    ("method=ewc method.lam=-1", "method.lam"),
+    ("method=online_ewc method.lam=-5", "method.lam"),
+    ("method=si method.c=-0.1", "method.c"),
+    ("method=si method.xi=0", "method.xi"),
+    ("method=online_ewc method.gamma=0", "method.gamma"),
+    ("method=online_ewc method.gamma=1.5", "method.gamma"),
+    ("method=ewc method.fisher.variant=bogus", "method.fisher.variant"),
+    ("method=ewc method.fisher.samples=0", "method.fisher.samples"),
+    ("scenario.n_experiences=3", "scenario.n_experiences"),
+    ("scenario.class_order=[0,0,1,2,3,4,5,6,7,8]", "scenario.class_order"),
+    ("model.multihead=true scenario.incremental=class", "model.multihead"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("optimizer=adam optimizer.lr=-1e-3", "optimizer.lr"),
+    ("train.epochs=null train.iterations=null", "train.epochs"),
+    ("trainer.accelerator=cpu trainer.devices=4096", "trainer.devices"),
+    ("trainer.accelerator=gpu", "trainer.accelerator"),
+    ("resume=/nonexistent/run", "resume"),
+    ("scenario.incremental=sideways", "scenario.incremental"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", CASES, ids=[c[1] + ":" + c[0].split()[-1] for c in CASES])
+def test_bad_value_is_rejected_with_its_key(tmp_path, overrides, key):
+    out = clexp_cli([*QUICK, *overrides.split()], tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("clexp: error:")]
+    assert len(lines) == 1 and key in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training
+
+
+@pytest.mark.parametrize("overrides", ["method=nonexistent", "scenario=nonexistent", "model=nonexistent",
+                                       "optimizer=nonexistent"])
+def test_unknown_group_option_is_named_by_hydra(tmp_path, overrides):
+    out = clexp_cli([*QUICK, overrides], tmp_path)
+    assert out.returncode != 0
+    group = overrides.split("=")[0]
+    assert f"Could not find '{group}/nonexistent'" in out.stderr
+    assert "Available options" in out.stderr
+
+
+def test_exploding_learning_rate_stops_with_the_loss_named(tmp_path):
+    out = clexp_cli([*QUICK, "optimizer.lr=1e12", "train.epochs=3"], tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert "experience 0, step" in out.stderr and "the loss became" in out.stderr
+
+
+def test_exploding_penalty_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    from clexp import checkpoint
+
+    # c = 1e300 overflows float32: the penalty is not finite from the first step of experience 1
+    out = clexp_cli([*QUICK, "method=si", "method.c=1e300", "train.epochs=2"], tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert "experience 1, step 1: the penalty became" in out.stderr
+    state = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "run"))
+    assert state["experience"] == 0 and state["finished"]
+    assert all(v.isfinite().all() for v in state["module"].values() if v.is_floating_point())
