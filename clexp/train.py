@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from clexp import ddp
 from clexp.callbacks.finite_guard import NonFiniteError
 from clexp.data.base import DataError
 from clexp.results import format_table, write_results
@@ -69,7 +70,8 @@ def run(cfg: DictConfig) -> float | None:
                   f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
         keep_writes_inside(run_dir, cfg)
         runner = StreamRunner(cfg, run_dir, group, resume=state)
-        results = runner.run()
+        with ddp.sweep_job(multirun, run_dir):
+            results = runner.run()
     except (*USER_ERRORS, ValueError) as err:  # a user's mistake: one line, no traceback wall
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}", exit_code=2)
     except NonFiniteError as err:
@@ -108,8 +110,14 @@ def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def _app(cfg: DictConfig) -> float | None:
     return run(cfg)
+
+
+def main() -> None:
+    """The console script: a DDP child of a sweep job runs that job alone, then the Hydra app."""
+    ddp.redirect_sweep_child()
+    _app()
 
 
 if __name__ == "__main__":
