@@ -10,7 +10,7 @@ ARGS   ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,sweeps]"
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install clexp (editable) with its test tools

@@ -33,7 +33,7 @@ def importance_histogram(importance: dict[str, torch.Tensor], path: Path, title:
     ax.set_xlabel("log10 importance")
     ax.set_ylabel("parameters")
     ax.set_yscale("log")
-    ax.set_title(f"{title}  ({n_total - len(values)} of {n_total} are zero)", fontsize=9)
+    ax.set_title(f"{title}  ({n_total - len(values)} of {n_total} are ≤ 0)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -56,3 +56,60 @@ def log_importance(trainer, importance: dict[str, torch.Tensor], experience: int
             "importance/histogram_png": wandb.Image(str(path)),
             "experience": experience,
         })
+
+
+def accuracy_heatmap(R: list[list[float]], path: Path, title: str = "") -> Path:
+    """The accuracy matrix as an annotated heatmap (rows: after training i; columns: experience j)."""
+    plt = _pyplot()
+    T = len(R[0])
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * T, 0.8 + 0.5 * len(R)))
+    im = ax.imshow([[100 * a for a in r] for r in R], vmin=0, vmax=100, cmap="viridis")
+    for i, row in enumerate(R):
+        for j, a in enumerate(row):
+            ax.text(j, i, f"{100 * a:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if a < 0.6 else "black")
+    ax.set_xticks(range(T))
+    ax.set_yticks(range(len(R)))
+    ax.set_xlabel("evaluated on experience")
+    ax.set_ylabel("after training experience")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def accuracy_curves(R: list[list[float]], path: Path, title: str = "") -> Path:
+    """Each experience's accuracy over the stream, from the moment it is trained."""
+    plt = _pyplot()
+    T = len(R[0])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for j in range(T):
+        xs = list(range(j, len(R)))
+        ax.plot(xs, [100 * R[i][j] for i in xs], marker="o", label=f"exp {j}")
+    ax.set_xlabel("after training experience")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_xticks(range(len(R)))
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_figures(R: list[list[float]], run_dir: Path, name: str, logger=None) -> list[Path]:
+    """`acc_matrix.png` and `acc_curves.png` in the run folder; also logged to wandb."""
+    paths = [accuracy_heatmap(R, Path(run_dir) / "acc_matrix.png", name),
+             accuracy_curves(R, Path(run_dir) / "acc_curves.png", name)]
+    from pytorch_lightning.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        logger.experiment.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in paths})
+    return paths

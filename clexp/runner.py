@@ -21,6 +21,7 @@ from clexp.callbacks.stream_checkpoint import StreamCheckpoint
 from clexp.loader import TensorLoader
 from clexp.loggers import build_logger, define_wandb_steps
 from clexp.module import ContinualModule
+from clexp.plots import run_figures
 from clexp.results import write_results
 from clexp.stream import Stream, build_stream
 
@@ -197,6 +198,8 @@ class StreamRunner:
         }
         if getattr(self, "is_global_zero", True):
             write_results(results, self.run_dir)
+            if self.accuracy.rows and self.cfg.get("plots", True):
+                run_figures(self.accuracy.rows, self.run_dir, str(self.cfg.name), self.logger)
             if self.logger is not None and hasattr(self.logger, "experiment"):
                 finish_wandb(self.logger, summary)
         return results

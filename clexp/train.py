@@ -106,6 +106,10 @@ def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):
     print(f"clexp: error: {message.splitlines()[0]}", file=sys.stderr)
     if not multirun:
         sys.exit(exit_code)
+    if "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")):
+        # the Optuna plugin cannot record a failed trial (it re-raises): score it as the worst accuracy
+        log.warning("job failed; Optuna scores it 0.0: %s", message.splitlines()[0])
+        return 0.0
     return None
 
 
