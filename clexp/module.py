@@ -58,14 +58,37 @@ class ContinualModule(pl.LightningModule):
         x, y, t = batch
         raw = self.model(x, t)
         loss = F.cross_entropy(mask_logits(raw, self.task_masks, t), y)
-        self.log("train/loss", loss, prog_bar=True)
-        if self.regularizer is None:
-            self.last_terms = {"loss": loss.detach()}
+        log_now, reg = self._log_now(), self.regularizer
+        if reg is None:
+            penalty = None
+        elif reg.analytic_gradient:  # its gradient is added after the backward; its value when logged
+            penalty = reg.value(self.model) if log_now else None
+        else:
+            penalty = reg(self.model, x, t, raw)
+        self.last_terms = {"loss": loss.detach()}
+        if penalty is not None:
+            self.last_terms["penalty"] = penalty.detach()
+        if log_now:
+            self.log("train/loss", loss, prog_bar=True)
+            if penalty is not None:
+                self.log("train/penalty", penalty, prog_bar=True)
+        if penalty is None or reg.analytic_gradient:
             return loss
-        penalty = self.regularizer(self.model, x, t, raw)
-        self.log("train/penalty", penalty, prog_bar=True)
-        self.last_terms = {"loss": loss.detach(), "penalty": penalty.detach()}
         return loss + penalty
+
+    def on_after_backward(self) -> None:
+        """Runs after the callbacks' `on_after_backward` (which see the task loss's gradient alone)."""
+        if self.regularizer is not None and self.regularizer.analytic_gradient:
+            self.regularizer.add_gradient(self.model)
+
+    def _log_now(self) -> bool:
+        """Log (and refresh the bar's numbers) every `log_every_n_steps` steps only: `self.log` costs
+        more than a small model's step."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = max(1, trainer.log_every_n_steps)
+        return trainer.global_step % every == 0 or trainer.is_last_batch
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.model.parameters())

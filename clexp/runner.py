@@ -46,7 +46,8 @@ def build_model(cfg: DictConfig, stream: Stream) -> torch.nn.Module:
 class StreamRunner:
     """Owns the objects that live for the whole stream: module, callbacks, logger, timings."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, group: str | None = None, resume: dict | None = None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, group: str | None = None, resume: dict | None = None,
+                 extra_callbacks: list[pl.Callback] = ()):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.group = group
@@ -61,6 +62,7 @@ class StreamRunner:
         tags = [cfg.method.name, cfg.scenario.name, cfg.scenario.incremental, cfg.dataset.name]
         wandb_id = resume.get("wandb_id") if resume else None
         self.logger = build_logger(cfg, self.run_dir, tags, group, wandb_id)
+        self.extra_callbacks = list(extra_callbacks)  # e.g. a benchmark's timer; run after clexp's own
         self.guard = FiniteGuard()
         self.stream_checkpoint = StreamCheckpoint(self, cfg.trainer.get("checkpoint_every_n_steps"))
         self.train_seconds: list[float] = []
@@ -79,7 +81,7 @@ class StreamRunner:
         cbs.append(self.stream_checkpoint)
         if self.progress is not None:
             cbs.append(self.progress)
-        return cbs
+        return cbs + self.extra_callbacks
 
     def trainer(self, i: int, done_epochs: int = 0, done_steps: int = 0) -> pl.Trainer:
         """A fresh Trainer for experience i (minus the epochs/steps a resumed run already did)."""

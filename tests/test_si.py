@@ -28,7 +28,7 @@ def test_path_integral_on_a_quadratic_matches_the_closed_form():
     for _ in range(n):
         g = h * (theta - a)
         theta = theta - eta * g
-        accumulate(omega, prev, [theta], [g], None)
+        accumulate(omega, prev, [theta], [g])
     r = 1 - eta * h
     d0 = start - a
     closed = eta * h**2 * d0**2 * (1 - r ** (2 * n)) / (1 - r**2)

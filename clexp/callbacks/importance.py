@@ -102,26 +102,32 @@ class PathIntegral(ImportanceCallback):
         return [named[n] for n in pl_module.regularizer.names]
 
     def on_train_start(self, trainer, pl_module):
-        reg = pl_module.regularizer
-        params = [p.detach() for p in self._params(pl_module)]
         if getattr(pl_module, "resumed_mid_experience", False):
             return  # ω, start and prev come from the checkpoint
+        reg = pl_module.regularizer
+        params = [p.detach() for p in self._params(pl_module)]
         torch._foreach_copy_(reg.running("start"), params)
         torch._foreach_copy_(reg.running("prev"), params)
         torch._foreach_zero_(reg.running("omega"))
-        self._zeros = [torch.zeros_like(p) for p in params]
+
+    def on_after_backward(self, trainer, pl_module):
+        """The task loss's gradient, before the module adds the penalty's (callbacks run first)."""
+        grads = pl_module.regularizer.running("grad")
+        for g, p in zip(grads, self._params(pl_module)):
+            if p.grad is None:
+                g.zero_()
+            else:
+                g.copy_(p.grad)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None:  # mixed precision: the backward's gradients are still scaled
+            torch._foreach_div_(grads, scaler.get_scale())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         from clexp.importance.path_integral import accumulate
 
         reg = pl_module.regularizer
-        params = self._params(pl_module)
-        if not hasattr(self, "_zeros"):
-            self._zeros = [torch.zeros_like(p) for p in params]
-        grads = [p.grad if p.grad is not None else z for p, z in zip(params, self._zeros)]
-        prev = reg.running("prev")
-        pen = reg.gradients(prev) if reg._active else None
-        accumulate(reg.running("omega"), prev, [p.detach() for p in params], grads, pen)
+        params = [p.detach() for p in self._params(pl_module)]
+        accumulate(reg.running("omega"), reg.running("prev"), params, reg.running("grad"))
 
     def estimate(self, trainer, pl_module):
         from clexp.importance.path_integral import importance

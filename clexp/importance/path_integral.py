@@ -2,7 +2,8 @@
 
 After every optimizer step: ω_k += −g_k · Δθ_k, with g the gradient of the UNREGULARIZED loss at the
 pre-step parameters and Δθ the update the optimizer actually made (any optimizer). No second
-backward: g = g_total − ∇penalty, with ∇penalty = 2·c·Ω(θ − θ*) analytic.
+backward: g is read right after the backward of the task loss, before the penalty's analytic
+gradient 2·c·Ω(θ − θ*) is added to it.
 At the boundary: Ω_new = ω / ((θ_end − θ_start)² + ξ).
 """
 
@@ -12,12 +13,10 @@ import torch
 
 
 @torch.no_grad()
-def accumulate(omega, prev, params, total_grads, penalty_grads) -> None:
-    """ω += −(g_total − ∇penalty)·(θ − θ_prev); then θ_prev ← θ. All lists aligned by parameter."""
+def accumulate(omega, prev, params, grads) -> None:
+    """ω += −g·(θ − θ_prev); then θ_prev ← θ. All lists aligned by parameter (fused passes)."""
     delta = torch._foreach_sub(params, prev)
-    g = torch._foreach_sub(total_grads, penalty_grads) if penalty_grads is not None else total_grads
-    torch._foreach_mul_(delta, g)
-    torch._foreach_sub_(omega, delta)
+    torch._foreach_addcmul_(omega, grads, delta, value=-1.0)
     torch._foreach_copy_(prev, params)
 
 

@@ -15,5 +15,9 @@ class Regularizer(nn.Module):
     know which method it runs.
     """
 
+    # True: the training loop asks `value(model)` only when it logs, and adds the gradient itself with
+    # `add_gradient(model)` after the backward (no autograd graph, fewest passes over the parameters)
+    analytic_gradient = False
+
     def forward(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -16,7 +16,8 @@ class PathIntegralPenalty(QuadraticPenalty):
     """`c · Σ Ω (θ − θ*)²` with Ω accumulated over experiences (online mode, γ = 1).
 
     Buffers per parameter: `omega__*` (ω, the path integral of this experience), `start__*` (θ at
-    the experience's start) and `prev__*` (θ before the current optimizer step).
+    the experience's start), `prev__*` (θ before the current optimizer step) and the non-persistent
+    `grad__*` (the task loss's gradient of the current step).
     """
 
     def __init__(self, strength: float, clamp: bool = False):
@@ -26,8 +27,9 @@ class PathIntegralPenalty(QuadraticPenalty):
         super().bind(model)
         params = dict(model.named_parameters())
         for n in self.names:
-            for kind in ("omega", "start", "prev"):
-                self.register_buffer(f"{kind}__{buffer_key(n)}", torch.zeros_like(params[n], dtype=torch.float32))
+            for kind in ("omega", "start", "prev", "grad"):
+                self.register_buffer(f"{kind}__{buffer_key(n)}", torch.zeros_like(params[n], dtype=torch.float32),
+                                     persistent=kind != "grad")
 
     def running(self, kind: str) -> list[torch.Tensor]:
         return [getattr(self, f"{kind}__{buffer_key(n)}") for n in self.names]

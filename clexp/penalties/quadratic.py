@@ -48,7 +48,13 @@ class _QuadraticFn(torch.autograd.Function):
 
 
 class QuadraticPenalty(Regularizer):
-    """`strength · factor · Σ Ω (θ − θ*)²`; e.g. EWC uses factor ½ (λ/2), SI factor 1 (c)."""
+    """`strength · factor · Σ Ω (θ − θ*)²`; e.g. EWC uses factor ½ (λ/2), SI factor 1 (c).
+
+    `forward` is differentiable (any use); the training loop takes the fast path instead:
+    `value` when it logs and `add_gradient` after each backward (∇ = 2·s·Ω(θ − θ*) added in place).
+    """
+
+    analytic_gradient = True
 
     def __init__(self, strength: float, factor: float = 1.0, mode: str = "separate", gamma: float = 1.0,
                  clamp_min: float | None = None):
@@ -94,6 +100,24 @@ class QuadraticPenalty(Regularizer):
         if self.mode == "separate":
             value = value + (self.scale * self.const).to(value.dtype)
         return value
+
+    @torch.no_grad()
+    def value(self, model) -> torch.Tensor:
+        """The penalty's value, without autograd."""
+        return self.forward(model).detach()
+
+    @torch.no_grad()
+    def add_gradient(self, model) -> None:
+        """p.grad += 2·s·Ω(θ − θ*) for every parameter, in place (two fused passes)."""
+        if not self._active or self.scale == 0:
+            return
+        params = self._params(model)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        diffs = torch._foreach_sub(params, [self.anchor(n) for n in self.names])
+        torch._foreach_addcmul_([p.grad for p in params], [self.importance(n) for n in self.names], diffs,
+                                value=2.0 * self.scale)
 
     @torch.no_grad()
     def gradients(self, params: list[torch.Tensor]) -> list[torch.Tensor]:

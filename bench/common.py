@@ -1,0 +1,70 @@
+"""Shared pieces of the benchmarks: MNIST-like data, timing, the result table."""
+
+from __future__ import annotations
+
+import gzip
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clexp.data.base import SourceData
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
+
+
+def _idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def mnist_like(synthetic_n: int = 10_000, seed: int = 0) -> SourceData:
+    """The real MNIST test images (80/20 split) when ../shared has them, else random MNIST-shaped data."""
+    g = torch.Generator().manual_seed(seed)
+    if (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        x = torch.from_numpy(_idx(SHARED_MNIST / "t10k-images-idx3-ubyte.gz").copy()).float().div(255).unsqueeze(1)
+        y = torch.from_numpy(_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").copy()).long()
+        name = "mnist-t10k"
+    else:
+        x = torch.rand(synthetic_n, 1, 28, 28, generator=g)
+        y = torch.randint(0, 10, (synthetic_n,), generator=g)
+        name = "synthetic-mnist"
+    perm = torch.randperm(len(y), generator=g)
+    n_train = int(0.8 * len(y))
+    tr, te = perm[:n_train], perm[n_train:]
+    x = (x - x[tr].mean()) / x[tr].std()
+    return SourceData(name, x[tr], y[tr], x[te], y[te], 10)
+
+
+def load_bench_data(**_ignored) -> SourceData:
+    """A Hydra `_target_` for the benchmarks' runs (dataset._target_=bench.common.load_bench_data)."""
+    return mnist_like()
+
+
+def median_time(fn, repeats: int = 3, warmup: int = 0) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def row(bench: str, case: str, ratio: float, target: str, ok: bool, seconds: float | None = None, **extra) -> dict:
+    return {"bench": bench, "case": case, "ratio": ratio, "target": target, "ok": ok, "seconds": seconds, **extra}
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'benchmark':<12} {'case':<44} {'ratio':>8} {'target':>10} {'ok':>4} {'seconds':>9}"]
+    for r in rows:
+        secs = "" if r.get("seconds") is None else f"{r['seconds']:.3f}"
+        lines.append(f"{r['bench']:<12} {r['case']:<44} {r['ratio']:>8.3f} {r['target']:>10} "
+                     f"{'yes' if r['ok'] else 'NO':>4} {secs:>9}")
+    return "\n".join(lines)
