@@ -1,0 +1,12 @@
+"""The benchmark scripts run in their tiny mode (this checks that they work, not their speed)."""
+
+import pytest
+
+
+@pytest.mark.slow
+def test_benchmarks_run_in_tiny_mode(capsys):
+    from bench.__main__ import main
+
+    assert main(["--tiny", "--only", "bench_overhead", "bench_penalty"]) == 0
+    out = capsys.readouterr().out
+    assert "overhead" in out and "si step vs naive" in out and "ewc buffers 20 vs 2" in out
