@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -13,14 +14,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from clexp import ddp
-from clexp.callbacks.finite_guard import NonFiniteError
-from clexp.data.base import DataError
-from clexp.results import format_table, write_results
-from clexp.validation import ConfigError, validate
+
+# Light imports only up to here: `main` sets the cache folders before Lightning (through torchmetrics)
+# imports matplotlib, which would otherwise write its font cache into the home folder.
 
 log = logging.getLogger("clexp")
-
-USER_ERRORS = (ConfigError, DataError)
 # conf/ sits beside the package in the repository (editable install, as `make` sets it up)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -38,6 +36,7 @@ def resume_target(cfg: DictConfig) -> tuple[Path, DictConfig, dict]:
     from omegaconf import OmegaConf
 
     from clexp import checkpoint
+    from clexp.validation import ConfigError
 
     folder = Path(str(cfg.resume)).expanduser()
     ckpt, saved_cfg = checkpoint.last_checkpoint(folder), folder / ".hydra" / "config.yaml"
@@ -57,7 +56,11 @@ def resume_target(cfg: DictConfig) -> tuple[Path, DictConfig, dict]:
 
 def run(cfg: DictConfig) -> float | None:
     """Run one experiment; return the final average accuracy (the objective of sweepers)."""
+    from clexp.callbacks.finite_guard import NonFiniteError
+    from clexp.data.base import DataError
+    from clexp.results import format_table
     from clexp.runner import StreamRunner
+    from clexp.validation import ConfigError, validate
 
     run_dir, multirun, group = _context()
     try:
@@ -72,7 +75,7 @@ def run(cfg: DictConfig) -> float | None:
         runner = StreamRunner(cfg, run_dir, group, resume=state)
         with ddp.sweep_job(multirun, run_dir):
             results = runner.run()
-    except (*USER_ERRORS, ValueError) as err:  # a user's mistake: one line, no traceback wall
+    except (ConfigError, DataError, ValueError) as err:  # a user's mistake: one line, no traceback wall
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}", exit_code=2)
     except NonFiniteError as err:
         return _fail(run_dir, multirun, f"non-finite value: {err}", exit_code=3)
@@ -87,21 +90,34 @@ def run(cfg: DictConfig) -> float | None:
     return results["metrics"]["avg_acc"]
 
 
-def keep_writes_inside(run_dir: Path, cfg: DictConfig) -> None:
-    """Caches of wandb and matplotlib go under the data root, wandb's run files in the run folder:
-    nothing is written outside the run folder and the data root (unless the user set these)."""
-    import os
+def set_cache_dirs(data_dir: str) -> None:
+    """Caches of wandb and matplotlib go under `<data root>/.cache` (unless the user set them), so
+    that nothing is written outside the run folder and the data root."""
+    cache = Path(data_dir).expanduser().resolve() / ".cache"
+    for var, folder in (("WANDB_CACHE_DIR", "wandb"), ("WANDB_DATA_DIR", "wandb-data"),
+                        ("WANDB_ARTIFACT_DIR", "wandb-artifacts"),
+                        ("MPLCONFIGDIR", "matplotlib")):
+        os.environ.setdefault(var, str(cache / folder))
 
-    cache = Path(str(cfg.paths.data_dir)).expanduser().resolve() / ".cache"
-    for var, folder in (("WANDB_CACHE_DIR", cache / "wandb"), ("WANDB_DATA_DIR", cache / "wandb-data"),
-                        ("WANDB_ARTIFACT_DIR", cache / "wandb-artifacts"),
-                        ("MPLCONFIGDIR", cache / "matplotlib")):
-        os.environ.setdefault(var, str(folder))
+
+def data_dir_from_argv(argv: list[str]) -> str:
+    """`paths.data_dir` as the command line, or else its default (CLEXP_DATA_DIR, then `data`), gives it."""
+    for arg in reversed(argv):
+        if arg.startswith(("paths.data_dir=", "++paths.data_dir=", "+paths.data_dir=")):
+            return arg.split("=", 1)[1].strip("'\"")
+    return os.environ.get("CLEXP_DATA_DIR", "data")
+
+
+def keep_writes_inside(run_dir: Path, cfg: DictConfig) -> None:
+    """wandb's run files in the run folder; caches under the data root."""
+    set_cache_dirs(str(cfg.paths.data_dir))
     os.environ.setdefault("WANDB_DIR", str(run_dir))
 
 
 def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):
     """Record the failure in the run folder; a single run exits, a sweep job returns None."""
+    from clexp.results import write_results
+
     write_results({"status": "failed", "error": message}, run_dir)
     print(f"clexp: error: {message.splitlines()[0]}", file=sys.stderr)
     if not multirun:
@@ -121,6 +137,7 @@ def _app(cfg: DictConfig) -> float | None:
 def main() -> None:
     """The console script: a DDP child of a sweep job runs that job alone, then the Hydra app."""
     ddp.redirect_sweep_child()
+    set_cache_dirs(data_dir_from_argv(sys.argv[1:]))
     _app()
 
 

@@ -40,9 +40,11 @@ def run_stream(run_dir: Path, overrides: list[str] = (), fast: bool = True) -> d
     return StreamRunner(cfg, run_dir).run()
 
 
-def clexp_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300):
-    """Run `python -m clexp ARGS` in `cwd`; returns the CompletedProcess."""
+def clexp_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300, clear: list[str] = ()):
+    """Run `python -m clexp ARGS` in `cwd` (environment: ours + `env`, minus `clear`)."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    for name in clear:
+        full_env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "clexp", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
         timeout=timeout,
