@@ -116,8 +116,12 @@ class QuadraticPenalty(Regularizer):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         diffs = torch._foreach_sub(params, [self.anchor(n) for n in self.names])
+        factor = 2.0 * self.scale
+        if factor > torch.finfo(params[0].dtype).max:  # an absurd strength: let inf/NaN show up, not crash
+            torch._foreach_mul_(diffs, factor)
+            factor = 1.0
         torch._foreach_addcmul_([p.grad for p in params], [self.importance(n) for n in self.names], diffs,
-                                value=2.0 * self.scale)
+                                value=factor)
 
     @torch.no_grad()
     def gradients(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
