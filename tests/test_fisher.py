@@ -8,8 +8,16 @@ from torch import nn
 from clexp.importance import diag_fisher, mas_importance
 from clexp.models import MLP
 
-torch.set_default_dtype(torch.float64)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Tight comparisons in double precision; the default dtype is restored for the other tests."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def cnn(bias=True):

@@ -89,6 +89,22 @@ def _reduce(g: torch.Tensor, stat: str) -> torch.Tensor:
     return g.sum(0).abs().sum(0)
 
 
+def _conv_square_sums(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Σ_k Σ_n g² of a Conv2d used once: one batched matmul per vector k (memory: one k at a time)."""
+    cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride).transpose(1, 2)
+    K, N = d.shape[:2]
+    d2 = d.reshape(K, N, d.shape[2], -1)  # K, N, Cout, L
+    sw = torch.zeros(m.weight.shape[0], cols.shape[2], device=a.device, dtype=a.dtype)
+    sb = None
+    for k in range(K):
+        g = torch.bmm(d2[k], cols)  # N, Cout, Cin·kk
+        sw += g.pow(2).sum(0)
+        if m.bias is not None and m.bias.requires_grad:
+            b = d2[k].sum(-1).pow(2).sum(0)
+            sb = b if sb is None else sb + b
+    return sw.reshape(m.weight.shape), sb
+
+
 def _layer_stats(m: nn.Module, calls, deltas, stat: str) -> dict[str, torch.Tensor]:
     """Σ-statistics of a hooked layer's own parameters from its recorded inputs and output gradients."""
     has_bias = getattr(m, "bias", None) is not None and m.bias.requires_grad
@@ -106,6 +122,9 @@ def _layer_stats(m: nn.Module, calls, deltas, stat: str) -> dict[str, torch.Tens
             if has_bias:
                 out["bias"] = ds.abs().sum(0)
         return out
+    if isinstance(m, nn.Conv2d) and len(calls) == 1 and stat == SQUARE:
+        w, b = _conv_square_sums(m, calls[0][0], deltas[0])
+        return {"weight": w, **({"bias": b} if b is not None else {})}
     gw = gb = None
     for (a, _), d in zip(calls, deltas):  # a layer called several times: gradients add up per sample
         if isinstance(m, nn.Linear):
