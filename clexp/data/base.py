@@ -1,0 +1,46 @@
+"""The in-memory form every dataset source produces, before a scenario splits it into experiences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be found, downloaded or decoded; the message says where and how to fix it."""
+
+
+@dataclass
+class SourceData:
+    """Train and test tensors of one dataset.
+
+    Images are float tensors shaped N×C×H×W (flat features N×D are allowed), already normalised;
+    labels are int64 in [0, n_classes).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+    def __post_init__(self) -> None:
+        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if len(x) != len(y):
+                raise DataError(f"{self.name}: {split} inputs ({len(x)}) and labels ({len(y)}) differ in length")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
+                raise DataError(
+                    f"{self.name}: {split} labels must lie in [0, {self.n_classes}), "
+                    f"found [{int(y.min())}, {int(y.max())}]"
+                )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input (C, H, W) or (D,)."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return self.x_train.dim() == 4
