@@ -64,6 +64,11 @@ def run(cfg: DictConfig) -> float | None:
 
     run_dir, multirun, group = _context()
     try:
+        from clexp.presets import apply_preset
+
+        applied = apply_preset(cfg, list(HydraConfig.get().overrides.task))
+        if applied:
+            print(f"preset {cfg.preset.name}: {' '.join(applied)}")
         validate(cfg)
         state = None
         if cfg.get("resume"):

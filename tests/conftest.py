@@ -32,10 +32,12 @@ def compose(overrides: list[str] = ()):
 
 def run_stream(run_dir: Path, overrides: list[str] = (), fast: bool = True) -> dict:
     """Validate and run one experiment in this process; return its results dict."""
+    from clexp.presets import apply_preset
     from clexp.runner import StreamRunner
     from clexp.validation import validate
 
     cfg = compose([*(FAST if fast else []), *overrides])
+    apply_preset(cfg, list(overrides))
     validate(cfg)
     return StreamRunner(cfg, run_dir).run()
 
