@@ -58,6 +58,8 @@ class StreamRunner:
         self.module = ContinualModule(self.model, build(cfg.optimizer), regularizer, self.stream.task_masks)
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
         self.importance = build(cfg.method.importance)
+        # an optimizer may need a callback of its own (NGD: the Fisher of each batch)
+        self.extra_callbacks_optimizer = [build(cfg.optimizer.callback)] if cfg.optimizer.get("callback") else []
         self.progress = ExperienceProgressBar(len(self.stream)) if cfg.trainer.enable_progress_bar else None
         tags = [cfg.method.name, cfg.scenario.name, cfg.scenario.incremental, cfg.dataset.name]
         wandb_id = resume.get("wandb_id") if resume else None
@@ -81,7 +83,7 @@ class StreamRunner:
         cbs.append(self.stream_checkpoint)
         if self.progress is not None:
             cbs.append(self.progress)
-        return cbs + self.extra_callbacks
+        return cbs + self.extra_callbacks_optimizer + self.extra_callbacks
 
     def trainer(self, i: int, done_epochs: int = 0, done_steps: int = 0) -> pl.Trainer:
         """A fresh Trainer for experience i (minus the epochs/steps a resumed run already did)."""

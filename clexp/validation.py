@@ -61,6 +61,13 @@ def validate(cfg: DictConfig) -> None:
 
     lr = cfg.optimizer.get("lr")
     _check(_number(lr) and lr > 0, "optimizer.lr", lr, "a number > 0")
+    if cfg.optimizer.get("name") == "ngd":
+        o = cfg.optimizer
+        _check(_number(o.damping) and o.damping >= 0, "optimizer.damping", o.damping, "a number >= 0")
+        _check(_number(o.beta) and 0 <= o.beta < 1, "optimizer.beta", o.beta, "a number in [0, 1)")
+        _check(o.fisher == "diag", "optimizer.fisher", o.fisher, "diag")
+        every = o.callback.update_every
+        _check(isinstance(every, int) and every >= 1, "optimizer.callback.update_every", every, "an integer >= 1")
 
     _validate_devices(cfg.trainer)
 

@@ -1,0 +1,33 @@
+"""Feeds `optimizer=ngd` its Fisher: every `update_every` steps, the sampled-label per-sample
+diagonal Fisher of the model on the current batch (eval mode, the experience's outputs)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+
+class NaturalGradientFisher(pl.Callback):
+    def __init__(self, update_every: int = 1, samples: int = 1, seed: int = 0):
+        if update_every < 1:
+            raise ValueError(f"optimizer.update_every={update_every}: must be >= 1")
+        self.update_every, self.samples, self.seed = update_every, samples, seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        from clexp.importance.fisher import diag_fisher
+
+        if trainer.global_step % self.update_every:
+            return
+        optimizers = [o for o in trainer.optimizers if getattr(o, "needs_fisher", False)]
+        if not optimizers:
+            return
+        if not hasattr(self, "generator") or self.generator.device != pl_module.device:
+            self.generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        x = batch[0]
+        fisher = diag_fisher(pl_module.model, x, variant="sampled", samples=self.samples, chunk_size=len(x),
+                             output_mask=pl_module.output_mask(int(pl_module.experience)),
+                             generator=self.generator, reduce=False)
+        named = dict(pl_module.model.named_parameters())
+        by_param = {named[n]: f for n, f in fisher.items()}
+        for opt in optimizers:
+            opt.update_fisher({p: by_param.get(p, torch.zeros_like(p)) for g in opt.param_groups for p in g["params"]})
