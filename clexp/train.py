@@ -63,6 +63,8 @@ def run(cfg: DictConfig) -> float | None:
     from clexp.validation import ConfigError, validate
 
     run_dir, multirun, group = _context()
+    if cfg.get("task"):  # a geometry experiment (conf/experiment/ngd_linreg.yaml, ...)
+        return run_geometry(cfg, run_dir, multirun)
     try:
         from clexp.presets import apply_preset
 
@@ -117,6 +119,17 @@ def keep_writes_inside(run_dir: Path, cfg: DictConfig) -> None:
     """wandb's run files in the run folder; caches under the data root."""
     set_cache_dirs(str(cfg.paths.data_dir))
     os.environ.setdefault("WANDB_DIR", str(run_dir))
+
+
+def run_geometry(cfg: DictConfig, run_dir: Path, multirun: bool):
+    from clexp.geometry import run_task
+
+    try:
+        run_task(cfg, run_dir)
+    except ValueError as err:
+        return _fail(run_dir, multirun, f"{type(err).__name__}: {err}", exit_code=2)
+    print(f"Figures and numbers: {run_dir}")
+    return None
 
 
 def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):

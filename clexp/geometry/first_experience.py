@@ -1,0 +1,30 @@
+"""Train the configured model on the first experience of the configured stream (plain loop), as the
+starting point of the Fisher experiments."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clexp.build import build
+from clexp.loader import TensorLoader
+from clexp.runner import build_model, load_data
+from clexp.stream import build_stream
+
+
+def train_first_experience(cfg):
+    torch.manual_seed(cfg.seed)
+    stream = build_stream(load_data(cfg), cfg.scenario, bool(cfg.model.get("multihead")), cfg.seed)
+    exp = stream[0]
+    model = build_model(cfg, stream)
+    opt = build(cfg.optimizer)(model.parameters())
+    loader = TensorLoader((exp.x_train, exp.y_train), cfg.train.batch_size, seed=cfg.seed)
+    model.train()
+    for _ in range(cfg.train.epochs or 1):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    mask = stream.task_masks[0] if stream.task_masks is not None else None
+    return model, opt, exp, mask
