@@ -90,7 +90,11 @@ def _validate_method(m: DictConfig) -> None:
         _check(_number(m.gamma) and 0 < m.gamma <= 1, "method.gamma", m.gamma, "a number in (0, 1]")
     if "temperature" in m:
         _check(_number(m.temperature) and m.temperature > 0, "method.temperature", m.temperature, "a number > 0")
+    if "mode" in m:
+        _check(m.mode in ("separate", "online"), "method.mode", m.mode, "separate, online")
     fisher = m.get("fisher")
+    if fisher is not None and m.name == "kfac_ewc":
+        _check(fisher.variant in ("exact", "sampled"), "method.fisher.variant", fisher.variant, "exact, sampled")
     if fisher is not None:
         _check(fisher.variant in FISHER_VARIANTS, "method.fisher.variant", fisher.variant, ", ".join(FISHER_VARIANTS))
         _check(isinstance(fisher.samples, int) and fisher.samples >= 1, "method.fisher.samples", fisher.samples,

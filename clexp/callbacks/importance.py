@@ -144,3 +144,50 @@ class DistillationTeacher(pl.Callback):
     def on_train_end(self, trainer, pl_module):
         exp = pl_module.current_experience
         pl_module.regularizer.consolidate(pl_module.model, exp.output_classes, exp.index)
+
+
+class KFACImportance(ImportanceCallback):
+    """KFAC-EWC: Kronecker factors of the Linear / Conv2d layers (exact over classes, or sampled) and
+    the diagonal Fisher of the other parameters, consolidated into a `KroneckerPenalty`."""
+
+    def __init__(self, variant: str = "exact", samples: int = 1, max_samples: int | None = None,
+                 chunk_size: int = 256, seed: int = 0, plot: bool = True):
+        super().__init__(plot)
+        self.variant, self.samples, self.max_samples = variant, samples, max_samples
+        self.chunk_size, self.seed = chunk_size, seed
+
+    def on_train_end(self, trainer, pl_module):
+        from clexp.importance.fisher import diag_fisher
+        from clexp.importance.kfac import kfac_diagonal, kfac_factors
+
+        x, y = experience_shard(trainer, pl_module, self.max_samples, self.seed)
+        i = int(pl_module.experience)
+        mask = pl_module.output_mask(i)
+        g = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104729 + i)
+        model, reg = pl_module.model, pl_module.regularizer
+        factors = kfac_factors(model, x, self.variant, self.samples, self.chunk_size, mask, g)
+        factors = {k: {n: _all_reduce_mean(v, trainer) for n, v in f.items()} for k, f in factors.items()}
+        diagonal = {}
+        if reg.diag.names:
+            variant = "exact" if self.variant == "exact" else "sampled"
+            full = diag_fisher(model, x, y, variant=variant, samples=self.samples, chunk_size=self.chunk_size,
+                               output_mask=mask, generator=g)
+            diagonal = {n: full[n] for n in reg.diag.names}
+        reg.consolidate(factors, diagonal, model)
+        if self.plot and trainer.is_global_zero:
+            shown = dict(diagonal)
+            for layer, f in factors.items():
+                for leaf, v in kfac_diagonal(model.get_submodule(layer), f).items():
+                    shown[f"{layer}.{leaf}"] = v
+            log_importance(trainer, shown, i, "KFAC diagonal")
+
+
+def _all_reduce_mean(value: torch.Tensor, trainer) -> torch.Tensor:
+    """Average a factor over ranks (each rank's factor is a mean over its equal-sized shard)."""
+    import torch.distributed as dist
+
+    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= trainer.world_size
+    return value

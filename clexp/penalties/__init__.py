@@ -2,7 +2,8 @@
 
 from clexp.penalties.base import Regularizer
 from clexp.penalties.distillation import Distillation
+from clexp.penalties.kronecker import KroneckerPenalty
 from clexp.penalties.path_integral import PathIntegralPenalty
 from clexp.penalties.quadratic import QuadraticPenalty
 
-__all__ = ["Distillation", "PathIntegralPenalty", "QuadraticPenalty", "Regularizer"]
+__all__ = ["Distillation", "KroneckerPenalty", "PathIntegralPenalty", "QuadraticPenalty", "Regularizer"]

@@ -72,9 +72,9 @@ class QuadraticPenalty(Regularizer):
     def scale(self) -> float:
         return self.strength * self.factor
 
-    def bind(self, model: nn.Module) -> None:
-        """Create zero buffers shaped like the model's trainable parameters."""
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+    def bind(self, model: nn.Module, names: list[str] | None = None) -> None:
+        """Create zero buffers shaped like the model's trainable parameters (or those in `names`)."""
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad and (names is None or n in names)]
         params = dict(model.named_parameters())
         for n in self.names:
             self.register_buffer(f"importance__{buffer_key(n)}", torch.zeros_like(params[n], dtype=torch.float32))
@@ -92,6 +92,8 @@ class QuadraticPenalty(Regularizer):
 
     def forward(self, model, x=None, t=None, logits=None) -> torch.Tensor:
         params = self._params(model)
+        if not params:
+            return next(model.parameters()).new_zeros(())
         if not self._active or self.scale == 0:
             return params[0].new_zeros(())
         imps = [self.importance(n) for n in self.names]
@@ -109,7 +111,7 @@ class QuadraticPenalty(Regularizer):
     @torch.no_grad()
     def add_gradient(self, model) -> None:
         """p.grad += 2·s·Ω(θ − θ*) for every parameter, in place (two fused passes)."""
-        if not self._active or self.scale == 0:
+        if not self._active or self.scale == 0 or not self.names:
             return
         params = self._params(model)
         for p in params:

@@ -1,0 +1,111 @@
+"""KFAC-EWC: ½·λ·Σ_layers tr(ΔW̄ᵀ G ΔW̄ A) with ΔW̄ = W̄ − W̄*, whose gradient is λ·G ΔW̄ A — no
+Kronecker product is ever formed. Layers the factors do not cover fall back to a diagonal penalty.
+
+- `separate` mode keeps one (A, G, W̄*) triple per past experience (the Kronecker sums cannot be
+  merged into one quadratic, unlike the diagonal case);
+- `online` mode decays and sums the factors, A ← γA + A_t, G ← γG + G_t, with the latest anchor:
+  an approximation (Σ A_t ⊗ G_t ≠ (Σ A_t) ⊗ (Σ G_t)), as the config documents.
+
+All state is in buffers; a reloaded state_dict recreates the per-experience buffers it holds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from clexp.importance.kfac import hooked_layers, weight_matrix
+from clexp.penalties.base import Regularizer
+from clexp.penalties.quadratic import QuadraticPenalty, buffer_key
+
+
+class KroneckerPenalty(Regularizer):
+    analytic_gradient = True
+
+    def __init__(self, strength: float, mode: str = "separate", gamma: float = 1.0):
+        super().__init__()
+        if mode not in ("separate", "online"):
+            raise ValueError(f"mode={mode!r}: allowed are separate, online")
+        self.strength, self.mode, self.gamma = float(strength), mode, float(gamma)
+        self.diag = QuadraticPenalty(strength, factor=0.5, mode=mode, gamma=gamma)
+        self.register_buffer("slots", torch.zeros((), dtype=torch.long))  # factor triples held
+        self.layers: list[str] = []
+
+    def bind(self, model: nn.Module) -> None:
+        self.layers = list(hooked_layers(model))
+        covered = {f"{layer}.{leaf}" if layer else leaf for layer in self.layers
+                   for leaf, _ in model.get_submodule(layer).named_parameters(recurse=False)}
+        self.diag.bind(model, names=[n for n, p in model.named_parameters() if p.requires_grad and n not in covered])
+
+    def _key(self, slot: int, layer: str, kind: str) -> str:
+        return f"kfac{slot}__{buffer_key(layer)}__{kind}"
+
+    def _triples(self):
+        for slot in range(int(self.slots)):
+            for layer in self.layers:
+                yield layer, tuple(getattr(self, self._key(slot, layer, k)) for k in ("A", "G", "anchor"))
+
+    @torch.no_grad()
+    def consolidate(self, factors: dict[str, dict[str, torch.Tensor]], diagonal: dict[str, torch.Tensor],
+                    model: nn.Module) -> None:
+        """Add an experience's factors (and the diagonal Fisher of the other parameters)."""
+        online_update = self.mode == "online" and int(self.slots) == 1
+        slot = 0 if self.mode == "online" else int(self.slots)
+        for layer in self.layers:
+            m = model.get_submodule(layer)
+            anchor = weight_matrix(m).detach().clone()
+            f = factors.get(layer)
+            A = f["A"] if f is not None else torch.zeros(anchor.shape[1], anchor.shape[1], device=anchor.device)
+            G = f["G"] if f is not None else torch.zeros(anchor.shape[0], anchor.shape[0], device=anchor.device)
+            if online_update:
+                old_a, old_g, old_w = (getattr(self, self._key(0, layer, k)) for k in ("A", "G", "anchor"))
+                old_a.mul_(self.gamma).add_(A)
+                old_g.mul_(self.gamma).add_(G)
+                old_w.copy_(anchor)
+            else:
+                for kind, value in (("A", A), ("G", G), ("anchor", anchor)):
+                    self.register_buffer(self._key(slot, layer, kind), value.detach().clone())
+        if not online_update:
+            self.slots.fill_(slot + 1)
+        if self.diag.names:
+            self.diag.consolidate(diagonal, model)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key, value in state_dict.items():  # per-experience buffers a fresh module lacks
+            if key.startswith(prefix + "kfac") and "." not in key[len(prefix):]:
+                name = key[len(prefix):]
+                if not hasattr(self, name):
+                    self.register_buffer(name, torch.empty_like(value))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _deltas(self, model):
+        for layer, (A, G, anchor) in self._triples():
+            m = model.get_submodule(layer)
+            yield m, A, G, weight_matrix(m) - anchor
+
+    def forward(self, model, x=None, t=None, logits=None) -> torch.Tensor:
+        """½·λ·Σ tr(ΔW̄ᵀ G ΔW̄ A) (+ the diagonal part), differentiable."""
+        total = self.diag(model)
+        for _, A, G, delta in self._deltas(model):
+            total = total + 0.5 * self.strength * ((G @ delta) * (delta @ A)).sum()
+        return total
+
+    @torch.no_grad()
+    def value(self, model) -> torch.Tensor:
+        return self.forward(model).detach()
+
+    @torch.no_grad()
+    def add_gradient(self, model) -> None:
+        """∇W̄ += λ·G ΔW̄ A (A, G symmetric), split into the weight and bias gradients."""
+        self.diag.add_gradient(model)
+        if self.strength == 0:
+            return
+        for m, A, G, delta in self._deltas(model):
+            g = self.strength * (G @ delta @ A)
+            if m.weight.grad is None:
+                m.weight.grad = torch.zeros_like(m.weight)
+            m.weight.grad += (g[:, :-1] if m.bias is not None else g).reshape(m.weight.shape)
+            if m.bias is not None:
+                if m.bias.grad is None:
+                    m.bias.grad = torch.zeros_like(m.bias)
+                m.bias.grad += g[:, -1]
