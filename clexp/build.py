@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 # keys that describe a config node but are no arguments of its `_target_`
-META_KEYS = ("name", "multihead", "n_classes", "callback", "fisher")
+META_KEYS = ("name", "multihead", "n_classes", "callback")
 
 
 def build(node: DictConfig | None, **kwargs: Any) -> Any:

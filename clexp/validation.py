@@ -65,7 +65,7 @@ def validate(cfg: DictConfig) -> None:
         o = cfg.optimizer
         _check(_number(o.damping) and o.damping >= 0, "optimizer.damping", o.damping, "a number >= 0")
         _check(_number(o.beta) and 0 <= o.beta < 1, "optimizer.beta", o.beta, "a number in [0, 1)")
-        _check(o.fisher == "diag", "optimizer.fisher", o.fisher, "diag")
+        _check(o.fisher in ("diag", "kfac"), "optimizer.fisher", o.fisher, "diag, kfac")
         every = o.callback.update_every
         _check(isinstance(every, int) and every >= 1, "optimizer.callback.update_every", every, "an integer >= 1")
 

@@ -24,10 +24,24 @@ class NaturalGradientFisher(pl.Callback):
         if not hasattr(self, "generator") or self.generator.device != pl_module.device:
             self.generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         x = batch[0]
+        mask = pl_module.output_mask(int(pl_module.experience))
+        if any(getattr(o, "curvature", "diag") == "kfac" for o in optimizers):
+            self._kfac(pl_module.model, x, mask, optimizers)
         fisher = diag_fisher(pl_module.model, x, variant="sampled", samples=self.samples, chunk_size=len(x),
-                             output_mask=pl_module.output_mask(int(pl_module.experience)),
-                             generator=self.generator, reduce=False)
+                             output_mask=mask, generator=self.generator, reduce=False)
         named = dict(pl_module.model.named_parameters())
         by_param = {named[n]: f for n, f in fisher.items()}
         for opt in optimizers:
             opt.update_fisher({p: by_param.get(p, torch.zeros_like(p)) for g in opt.param_groups for p in g["params"]})
+
+    def _kfac(self, model, x, mask, optimizers) -> None:
+        """Sampled-label Kronecker factors of the batch for every Linear / Conv2d layer."""
+        from clexp.importance.kfac import hooked_layers, kfac_factors
+
+        factors = kfac_factors(model, x, variant="sampled", samples=self.samples, chunk_size=len(x),
+                               output_mask=mask, generator=self.generator)
+        layers = hooked_layers(model)
+        blocks = [(layers[n].weight, layers[n].bias, f["A"], f["G"]) for n, f in factors.items()]
+        for opt in optimizers:
+            if getattr(opt, "curvature", "diag") == "kfac":
+                opt.update_kfac(blocks)

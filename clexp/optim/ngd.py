@@ -16,11 +16,22 @@ import torch
 
 
 class NGD(torch.optim.Optimizer):
-    """Diagonal natural gradient; until a first Fisher estimate arrives it takes plain SGD steps."""
+    """Natural gradient with a diagonal (`fisher="diag"`) or Kronecker-factored (`fisher="kfac"`)
+    Fisher; until a first estimate arrives it takes plain SGD steps.
+
+    KFAC: for a Linear / Conv2d layer with factors A (inputs) and G (output gradients) the update of
+    W̄ = [W, b] is (G + √δ I)⁻¹ ∇W̄ (A + √δ I)⁻¹, with running averages of A and G whose inverses are
+    recomputed when a new estimate arrives; the other parameters use the diagonal.
+    """
 
     needs_fisher = True
 
-    def __init__(self, params: Iterable, lr: float = 0.01, damping: float = 1e-3, beta: float = 0.95):
+    def __init__(self, params: Iterable, lr: float = 0.01, damping: float = 1e-3, beta: float = 0.95,
+                 fisher: str = "diag"):
+        if fisher not in ("diag", "kfac"):
+            raise ValueError(f"optimizer.fisher={fisher!r}: allowed are diag, kfac")
+        self.curvature = fisher
+        self.blocks: list[dict] = []  # KFAC: {"weight", "bias", "A", "G", "A_inv", "G_inv"}
         if lr <= 0:
             raise ValueError(f"optimizer.lr={lr}: must be > 0")
         if damping < 0:
@@ -48,14 +59,54 @@ class NGD(torch.optim.Optimizer):
                     state["fisher"].mul_(group["beta"]).add_(f, alpha=1 - group["beta"])
 
     @torch.no_grad()
+    def update_kfac(self, blocks: list[tuple[torch.nn.Parameter, torch.nn.Parameter | None, torch.Tensor,
+                                             torch.Tensor]]) -> None:
+        """Fold fresh factors (weight, bias, A, G) of each layer into the running averages; refresh
+        the damped inverses."""
+        group = self.param_groups[0]
+        beta, root = group["beta"], group["damping"] ** 0.5
+        known = {id(b["weight"]): b for b in self.blocks}
+        for weight, bias, A, G in blocks:
+            block = known.get(id(weight))
+            if block is None:
+                block = {"weight": weight, "bias": bias, "A": A.clone(), "G": G.clone()}
+                self.blocks.append(block)
+            else:
+                block["A"].mul_(beta).add_(A, alpha=1 - beta)
+                block["G"].mul_(beta).add_(G, alpha=1 - beta)
+            eye_a = torch.eye(len(block["A"]), device=A.device, dtype=A.dtype)
+            eye_g = torch.eye(len(block["G"]), device=G.device, dtype=G.dtype)
+            block["A_inv"] = torch.linalg.inv(block["A"] + root * eye_a)
+            block["G_inv"] = torch.linalg.inv(block["G"] + root * eye_g)
+
+    @torch.no_grad()
+    def _kfac_steps(self, lr: float) -> set[int]:
+        done = set()
+        for b in self.blocks:
+            w, bias = b["weight"], b["bias"]
+            if w.grad is None:
+                continue
+            grad = w.grad.reshape(w.shape[0], -1)
+            if bias is not None:
+                grad = torch.cat([grad, (bias.grad if bias.grad is not None else torch.zeros_like(bias))[:, None]], 1)
+            update = b["G_inv"] @ grad @ b["A_inv"]
+            w.add_((update[:, :-1] if bias is not None else update).reshape(w.shape), alpha=-lr)
+            done.add(id(w))
+            if bias is not None:
+                bias.add_(update[:, -1], alpha=-lr)
+                done.add(id(bias))
+        return done
+
+    @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        done = self._kfac_steps(self.param_groups[0]["lr"]) if self.blocks else set()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or id(p) in done:
                     continue
                 fisher = self.state[p].get("fisher")
                 if fisher is None:
