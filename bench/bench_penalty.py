@@ -53,7 +53,7 @@ def step_time(method: str, epochs: int, device: str) -> float:
     overrides = ["dataset._target_=bench.common.load_bench_data", f"method={method}", "model.hidden=[400,400]",
                  "scenario.n_experiences=2", f"train.epochs={epochs}", "train.batch_size=128", "logger=none",
                  "trainer.enable_progress_bar=false", f"trainer.accelerator={device}", "plots=false"]
-    if method in ("ewc", "online_ewc"):
+    if method in ("ewc", "online_ewc", "kfac_ewc"):
         overrides.append("method.fisher.max_samples=200")
     if method == "mas":
         overrides.append("method.max_samples=200")
