@@ -6,7 +6,6 @@ inputs (≤ 5×), and a KFAC-EWC training step against a naive step (≤ 1.3×),
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.bench_penalty import step_time
-from bench.common import format_table, median_time, row
+from bench.common import cli, median_time, row
 from clexp.importance.kfac import kfac_factors
 
 
@@ -55,12 +54,7 @@ def run(tiny: bool = False, device: str = "cpu") -> list[dict]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(2)
-    print(format_table(run(args.tiny, args.device)))
+    cli(run, __doc__, argv)
 
 
 if __name__ == "__main__":

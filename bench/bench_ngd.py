@@ -6,11 +6,10 @@ included) against an SGD step, MLP 784-400-400-10, batch 128, inside Lightning: 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 from bench.bench_penalty import StepTimer
-from bench.common import format_table, row
+from bench.common import cli, row
 
 
 def step_time(optimizer: str, epochs: int, device: str) -> float:
@@ -45,11 +44,7 @@ def run(tiny: bool = False, device: str = "cpu") -> list[dict]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    print(format_table(run(args.tiny, args.device)))
+    cli(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import pytorch_lightning as pl
 import torch
 
-from bench.common import format_table, median_time, row
+from bench.common import cli, median_time, row
 
 METHODS = ("ewc", "online_ewc", "mas", "l2", "si")
 
@@ -109,11 +108,7 @@ def run(tiny: bool = False, device: str = "cpu") -> list[dict]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    print(format_table(run(args.tiny, args.device)))
+    cli(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,16 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['bench']:<12} {r['case']:<44} {r['ratio']:>8.3f} {r['target']:>10} "
                      f"{'yes' if r['ok'] else 'NO':>4} {secs:>9}")
     return "\n".join(lines)
+
+
+def cli(run, doc: str, argv=None) -> None:
+    """The command line every benchmark script shares: --tiny, --device; prints the table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+    print(format_table(run(args.tiny, args.device)))

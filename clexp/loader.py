@@ -57,7 +57,7 @@ class TensorLoader:
     def __len__(self) -> int:
         return self.batches_per_pass  # a resumed pass yields fewer: it ends early
 
-    def to(self, device: torch.device | str) -> "TensorLoader":
+    def to(self, device: torch.device | str) -> TensorLoader:
         self.tensors = tuple(t.to(device) for t in self.tensors)
         return self
 

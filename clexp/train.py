@@ -45,7 +45,7 @@ def resume_target(cfg: DictConfig) -> tuple[Path, DictConfig, dict]:
                           "a run folder holding checkpoints/last.pt and .hydra/config.yaml")
     try:
         state = checkpoint.load(ckpt)
-    except Exception as err:  # noqa: BLE001 - a torn or foreign file: say which
+    except Exception as err:
         raise ConfigError("resume", str(cfg.resume), f"its checkpoint {ckpt} cannot be read ({err})") from err
     original = OmegaConf.load(saved_cfg)
     ignored = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
@@ -86,7 +86,7 @@ def run(cfg: DictConfig) -> float | None:
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}", exit_code=2)
     except NonFiniteError as err:
         return _fail(run_dir, multirun, f"non-finite value: {err}", exit_code=3)
-    except Exception as err:  # noqa: BLE001 - a sweep keeps its other jobs; a single run shows all
+    except Exception as err:
         if not multirun:
             raise
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}\n{traceback.format_exc()}", exit_code=1)

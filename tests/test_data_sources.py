@@ -52,7 +52,7 @@ def tiny_cifar(root, hundred=False, n=30):
 @pytest.fixture
 def no_md5(monkeypatch):
     """Tiny CIFAR files cannot match the official checksums; the parsing code stays the real one."""
-    import torchvision.datasets.cifar as cifar
+    from torchvision.datasets import cifar
 
     monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)
     monkeypatch.setattr(cifar.CIFAR10, "_check_integrity", lambda self: True)
@@ -61,7 +61,7 @@ def no_md5(monkeypatch):
 @pytest.fixture
 def offline(monkeypatch):
     """Downloads fail at once, as without a network (torchvision's own retry loop still runs)."""
-    import torchvision.datasets.mnist as mnist
+    from torchvision.datasets import mnist
 
     def fail(*args, **kwargs):
         raise URLError("no network")

@@ -138,5 +138,5 @@ def test_state_survives_a_reload_and_online_mode_sums_factors():
     f1, f2 = kfac_factors(model, x), kfac_factors(model, 2 * x)
     online.consolidate(f1, {}, model)
     online.consolidate(f2, {}, model)
-    A = getattr(online, "kfac0__1__A")
+    A = online.kfac0__1__A
     assert int(online.slots) == 1 and torch.allclose(A, 0.5 * f1["1"]["A"] + f2["1"]["A"])

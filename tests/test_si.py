@@ -34,7 +34,7 @@ def test_path_integral_on_a_quadratic_matches_the_closed_form():
     closed = eta * h**2 * d0**2 * (1 - r ** (2 * n)) / (1 - r**2)
     assert torch.allclose(omega[0], closed, rtol=1e-5)
     # for a small step the path integral approaches the loss decrease per parameter
-    loss = lambda th: 0.5 * h * (th - a) ** 2  # noqa: E731
+    loss = lambda th: 0.5 * h * (th - a) ** 2
     assert torch.allclose(omega[0], loss(start) - loss(theta), rtol=0.15)
     big_omega = importance(omega, [start], [theta], xi=0.1)[0]
     assert torch.allclose(big_omega, omega[0] / ((theta - start) ** 2 + 0.1))
@@ -114,7 +114,7 @@ def test_callback_matches_replay_with_active_penalty(name):
 
 def test_total_gradient_would_give_a_different_omega():
     """Guards the test above: with a strong penalty, ω from g_total differs from ω from g_task."""
-    optimizer = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
+    optimizer = lambda p: torch.optim.SGD(p, lr=0.1)
     module, x, y = make_module(optimizer)
     reg = module.regularizer
     with torch.no_grad():

@@ -146,15 +146,10 @@ class DistillationTeacher(pl.Callback):
         pl_module.regularizer.consolidate(pl_module.model, exp.output_classes, exp.index)
 
 
-class KFACImportance(ImportanceCallback):
+class KFACImportance(FisherImportance):
     """KFAC-EWC: Kronecker factors of the Linear / Conv2d layers (exact over classes, or sampled) and
-    the diagonal Fisher of the other parameters, consolidated into a `KroneckerPenalty`."""
-
-    def __init__(self, variant: str = "exact", samples: int = 1, max_samples: int | None = None,
-                 chunk_size: int = 256, seed: int = 0, plot: bool = True):
-        super().__init__(plot)
-        self.variant, self.samples, self.max_samples = variant, samples, max_samples
-        self.chunk_size, self.seed = chunk_size, seed
+    the diagonal Fisher of the other parameters, consolidated into a `KroneckerPenalty`. Same
+    options as `FisherImportance` (variant: exact or sampled)."""
 
     def on_train_end(self, trainer, pl_module):
         from clexp.importance.fisher import diag_fisher

@@ -35,7 +35,7 @@ def _read(path: Path) -> dict:
             return {k: torch.as_tensor(v) for k, v in data.items()}
     except DataError:
         raise
-    except Exception as err:  # noqa: BLE001 - a truncated or corrupt file
+    except Exception as err:
         raise DataError(f"dataset=arrays: {path} cannot be read ({type(err).__name__}: "
                         f"{str(err).splitlines()[0][:160]}); it is truncated or corrupt") from err
     raise DataError(f"dataset=arrays: {path} must be an .npz or .pt file")

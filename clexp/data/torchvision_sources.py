@@ -107,14 +107,14 @@ def load_torchvision(name: str, root: str | os.PathLike = "data", download: bool
             d = torch.load(cache, map_location="cpu", weights_only=True)
             if d.get("version") == CACHE_VERSION:
                 return SourceData(name, d["x_train"], d["y_train"], d["x_test"], d["y_test"], n_classes)
-        except Exception as err:  # noqa: BLE001 - a torn cache is rebuilt from the raw files
+        except Exception as err:
             cache.unlink(missing_ok=True)
             if not isinstance(err, (OSError, RuntimeError, pickle.UnpicklingError, KeyError, EOFError)):
                 raise
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except Exception as err:  # noqa: BLE001 - missing files, a failed download, or a corrupt file
+    except Exception as err:
         broken = _broken_file(root / _FOLDERS[name]) if (root / _FOLDERS[name]).exists() else None
         if broken is not None:
             raise DataError(

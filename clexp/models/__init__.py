@@ -5,4 +5,4 @@ from clexp.models.heads import ContinualClassifier
 from clexp.models.mlp import MLP
 from clexp.models.resnet import ResNet18
 
-__all__ = ["CNN", "ContinualClassifier", "MLP", "ResNet18"]
+__all__ = ["CNN", "MLP", "ContinualClassifier", "ResNet18"]

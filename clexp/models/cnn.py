@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from clexp.models.heads import ContinualClassifier
+from clexp.models.mlp import dense_stack
 
 
 def CNN(
@@ -36,9 +37,5 @@ def CNN(
     layers.append(nn.Flatten())
     with torch.no_grad():
         width = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).shape[1]
-    for h in hidden:
-        layers += [nn.Linear(width, int(h)), nn.ReLU()]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        width = int(h)
-    return ContinualClassifier(nn.Sequential(*layers), width, n_outputs, n_heads)
+    dense, width = dense_stack(width, hidden, dropout)
+    return ContinualClassifier(nn.Sequential(*layers, *dense), width, n_outputs, n_heads)

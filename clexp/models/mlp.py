@@ -18,11 +18,16 @@ def MLP(
     dropout: float = 0.0,
 ) -> ContinualClassifier:
     """Flatten → [Linear → ReLU (→ Dropout)] per hidden width → head(s)."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = math.prod(input_shape)
+    layers, width = dense_stack(math.prod(input_shape), hidden, dropout)
+    return ContinualClassifier(nn.Sequential(nn.Flatten(), *layers), width, n_outputs, n_heads)
+
+
+def dense_stack(width: int, hidden: Sequence[int], dropout: float = 0.0) -> tuple[list[nn.Module], int]:
+    """[Linear → ReLU (→ Dropout)] per hidden width; returns the layers and the final width."""
+    layers: list[nn.Module] = []
     for h in hidden:
         layers += [nn.Linear(width, int(h)), nn.ReLU()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = int(h)
-    return ContinualClassifier(nn.Sequential(*layers), width, n_outputs, n_heads)
+    return layers, width
