@@ -6,84 +6,93 @@
     batch      F = 1/M Σ_m (∇θ mean_{n∈chunk m} log p(y_n|x_n))²   what most public code computes;
                                                                for comparison only
 
-In logit space the Hessian of the cross-entropy is diag(p) − ppᵀ = Σ_c s_c s_cᵀ with
-s_c = √p_c (e_c − p): the exact Fisher backpropagates the C vectors s_c in one batched backward.
-For cross-entropy it equals the diagonal of the generalised Gauss-Newton matrix.
+∇_z log p(c|x) = e_c − p, so each variant is Σ_k (per-sample gradient of z·v_k)² for logit-space
+vectors v_k (per_sample.py). exact: the cross-entropy Hessian diag(p) − ppᵀ = Σ_c s_c s_cᵀ with
+s_c = √p_c (e_c − p); since Σ_c √p_c s_c = 0 it has rank m − 1 (m allowed classes) and
+t_c = s_c − √p_c/(1 + √p_m) s_m, c < m, factor it exactly with one vector fewer (one vector for a
+two-class task). sampled: S draws with counts n_c give the same sum as vectors √(n_c/S)(e_c − p), so
+at most min(S, m) backward passes. For cross-entropy the exact Fisher is the diagonal of the GGN.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from clexp.importance.per_sample import SQUARE, accumulate_chunk
+from clexp.importance.per_sample import SQUARE, accumulate, eval_mode, finish, zero_sums
 
 FISHER_VARIANTS = ("exact", "sampled", "empirical", "batch")
 
 
-class eval_mode:
-    """Context: the model in eval mode (dropout off, BatchNorm frozen); each module's mode restored."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc):
-        for m, mode in self.modes.items():
-            m.training = mode
-
-
 def masked_log_softmax(logits: torch.Tensor, output_mask: torch.Tensor | None) -> torch.Tensor:
+    """log p over the allowed outputs (masked outputs: −inf, p = 0)."""
     if output_mask is not None:
         logits = logits.masked_fill(~output_mask.to(logits.device), float("-inf"))
-    return torch.log_softmax(logits, dim=1)
+    return torch.log_softmax(logits, dim=-1)
 
 
-def _check(variant: str, samples: int, targets) -> None:
+def _check(variant: str, samples: int, targets, output_mask) -> None:
     if variant not in FISHER_VARIANTS:
         raise ValueError(f"Fisher variant {variant!r} does not exist: allowed are {', '.join(FISHER_VARIANTS)}")
-    if not isinstance(samples, int) or samples < 1:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples={samples!r}: must be an integer >= 1")
-    if variant in ("empirical", "batch") and targets is None:
-        raise ValueError(f"the {variant} Fisher needs targets (the dataset labels)")
+    if variant in ("empirical", "batch"):
+        if targets is None:
+            raise ValueError(f"the {variant} Fisher needs targets (the dataset labels)")
+        if output_mask is not None and len(targets) and not bool(output_mask.to(targets.device)[targets].all()):
+            raise ValueError("some targets are outputs that output_mask excludes: log p(y|x) = -inf")
 
 
-def _vector_maker(variant, samples, output_mask, targets_chunk, generator):
-    """logits → K × N × C logit-space vectors whose per-sample backprop gives the wanted squares."""
+def _exact(p: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """m − 1 vectors t_c with Σ_c t_c t_cᵀ = diag(p) − ppᵀ (m allowed classes): (m − 1) × N × C."""
+    last, rest = allowed[-1], allowed[:-1]
+    sq = p.sqrt()
+    eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
+    s = sq.t()[rest].unsqueeze(-1) * (eye[rest].unsqueeze(1) - p)  # K × N × C
+    s_last = sq[:, last : last + 1] * (eye[last] - p)  # N × C
+    coef = sq.t()[rest] / (1 + sq[:, last])  # K × N
+    return s - coef.unsqueeze(-1) * s_last
 
-    def make(logits):
+
+def _sampled(p: torch.Tensor, allowed: torch.Tensor, samples: int, generator) -> torch.Tensor:
+    draws = torch.multinomial(p, samples, replacement=True, generator=generator)  # N × S
+    eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
+    if samples <= len(allowed):  # one vector per draw
+        return (eye[draws.t()] - p) / samples**0.5
+    counts = eye[draws].sum(1)  # N × C
+    weights = (counts / samples).sqrt().t()[allowed]  # m × N
+    return weights.unsqueeze(-1) * (eye[allowed].unsqueeze(1) - p)
+
+
+def _vector_maker(variant, samples, output_mask, targets, generator):
+    """logits → K × N × C logit-space vectors whose per-sample squared gradients sum to the Fisher."""
+
+    def make(logits, start, stop):
         work = logits if logits.dtype == torch.float64 else logits.float()  # half precision: in float32
         p = masked_log_softmax(work, output_mask).exp()
-        N, C = p.shape
+        C = p.shape[1]
+        allowed = torch.arange(C, device=p.device) if output_mask is None \
+            else output_mask.to(p.device).nonzero().flatten()
         if variant == "exact":
-            classes = range(C) if output_mask is None else output_mask.nonzero().flatten().tolist()
-            eye = torch.eye(C, device=p.device, dtype=p.dtype)
-            v = torch.stack([p[:, c : c + 1].sqrt() * (eye[c] - p) for c in classes])
+            v = _exact(p, allowed) if len(allowed) > 1 else p.new_zeros(0, *p.shape)
         elif variant == "sampled":
-            draws = torch.multinomial(p, samples, replacement=True, generator=generator)  # N × S
-            onehot = torch.nn.functional.one_hot(draws.t(), C).to(p.dtype)  # S × N × C
-            v = (onehot - p) / samples**0.5
+            v = _sampled(p, allowed, samples, generator)
         else:  # empirical
-            v = (torch.nn.functional.one_hot(targets_chunk, C).to(p.dtype) - p).unsqueeze(0)
+            v = (torch.nn.functional.one_hot(targets[start:stop], C).to(p.dtype) - p).unsqueeze(0)
         return v.to(logits.dtype)
 
     return make
 
 
-def _all_reduce(sums: dict[str, torch.Tensor], count: float, device) -> float:
-    """Sum the statistics and the sample count over ranks (each rank passed its own shard)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return count
-    for v in sums.values():
-        dist.all_reduce(v)
-    n = torch.tensor([count], dtype=torch.float64, device=device)
-    dist.all_reduce(n)
-    return float(n.item())
+def _batch_chunk(model, params: dict, x, y, output_mask, sums) -> None:
+    """(∇θ mean_n log p(y_n|x_n))² of one chunk."""
+    with torch.enable_grad():
+        logp = masked_log_softmax(model(x), output_mask)
+        mean_ll = logp.gather(1, y.view(-1, 1)).mean()
+        grads = torch.autograd.grad(mean_ll, list(params.values()), allow_unused=True)
+    for n, g in zip(params, grads):
+        if g is not None:
+            sums[n] += g.detach().pow(2)
 
 
 def diag_fisher(
@@ -97,33 +106,27 @@ def diag_fisher(
     generator: torch.Generator | None = None,
     reduce: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """The diagonal Fisher of `model` (logits over C outputs) on `inputs`, keyed by parameter name.
+    """The diagonal Fisher of `model` (logits N × C) on `inputs`, keyed by trainable parameter name.
 
-    A mean over the inputs (`batch`: over chunks). `output_mask` (bool, C) restricts the predictive
-    distribution to an experience's outputs (task-IL). Runs in eval mode and restores the model's
-    modes; leaves no hooks and no `.grad`. Under DDP (`reduce`) the sums over the ranks' shards are
-    all-reduced, giving the Fisher of the whole data.
+    A mean over the inputs (`batch`: over chunks of `chunk_size`). `output_mask` (bool, C) restricts
+    the predictive distribution to the allowed outputs (task-IL). `samples` and `generator` are for
+    `sampled`. Runs in eval mode and restores each module's mode; leaves no hooks and no `.grad`;
+    memory grows with `chunk_size`, not with N. With `reduce` under DDP (world size > 1), each rank
+    passes its shard and the sums and counts are all-reduced: the Fisher of the whole data.
     """
-    _check(variant, samples, targets)
+    _check(variant, samples, targets, output_mask)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r}: must be >= 1")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    sums = {n: torch.zeros_like(p) for n, p in params.items()}
-    count = 0.0
+    sums = zero_sums(model)
     with eval_mode(model):
-        for start in range(0, len(inputs), chunk_size):
-            x = inputs[start : start + chunk_size]
-            y = None if targets is None else targets[start : start + chunk_size]
-            if variant == "batch":
-                with torch.enable_grad():
-                    logp = masked_log_softmax(model(x), output_mask)
-                    mean_ll = logp.gather(1, y.view(-1, 1)).mean()
-                    grads = torch.autograd.grad(mean_ll, list(params.values()), allow_unused=True)
-                for (n, _), g in zip(params.items(), grads):
-                    if g is not None:
-                        sums[n] += g.detach().pow(2)
-                count += 1
-            else:
-                accumulate_chunk(model, x, _vector_maker(variant, samples, output_mask, y, generator), SQUARE, sums)
-                count += len(x)
-    if reduce:
-        count = _all_reduce(sums, count, inputs.device)
-    return {n: v / max(count, 1.0) for n, v in sums.items()}
+        if variant == "batch":
+            for start in range(0, len(inputs), chunk_size):
+                _batch_chunk(model, params, inputs[start : start + chunk_size], targets[start : start + chunk_size],
+                             output_mask, sums)
+            count = float(-(-len(inputs) // chunk_size))
+        else:
+            vectors = _vector_maker(variant, samples, output_mask, targets, generator)
+            accumulate(model, inputs, vectors, SQUARE, sums, chunk_size)
+            count = float(len(inputs))
+    return finish(model, sums, count, reduce)
