@@ -40,8 +40,9 @@ class StepTimer(pl.Callback):
         self.per_step.append((self.t1 - self.t0) / max(1, trainer.global_step))
 
 
-def step_time(method: str, epochs: int, device: str) -> float:
-    """Per-step seconds during experience 2 of a 2-experience Split-MNIST-size stream."""
+def step_time(method: str, epochs: int, device: str, extra: tuple[str, ...] = ()) -> float:
+    """Per-step seconds during experience 2 of a 2-experience Split-MNIST-size stream (`extra`: more
+    overrides, e.g. another optimizer)."""
     import tempfile
 
     from hydra import compose, initialize_config_dir
@@ -51,7 +52,7 @@ def step_time(method: str, epochs: int, device: str) -> float:
 
     overrides = ["dataset._target_=bench.common.load_bench_data", f"method={method}", "model.hidden=[400,400]",
                  "scenario.n_experiences=2", f"train.epochs={epochs}", "train.batch_size=128", "logger=none",
-                 "trainer.enable_progress_bar=false", f"trainer.accelerator={device}", "plots=false"]
+                 "trainer.enable_progress_bar=false", f"trainer.accelerator={device}", "plots=false", *extra]
     if method in ("ewc", "online_ewc", "kfac_ewc"):
         overrides.append("method.fisher.max_samples=200")
     if method == "mas":
