@@ -1,35 +1,107 @@
-"""Backbones and heads: shapes on every input size, per-sample head selection."""
+"""Backbones and heads: shapes on every input size, per-sample head selection, sizes."""
 
 import pytest
 import torch
+from torch import nn
 
-from clexp.models import CNN, MLP, ResNet18
+from clexp.models import CNN, MLP, ContinualClassifier, ResNet18
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
-def test_cnn_on_every_image_size(shape):
-    model = CNN(shape, 10)
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_cnn_on_every_image_size(shape, batch_norm):
+    model = CNN(shape, 10, batch_norm=batch_norm, dropout=0.1)
+    assert isinstance(model, ContinualClassifier)
     assert model(torch.randn(3, *shape)).shape == (3, 10)
+    model.eval()
+    assert model(torch.randn(1, *shape)).shape == (1, 10)
+
+
+def test_cnn_layout_and_size_on_mnist():
+    model = CNN((1, 28, 28), 10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 32, (3, 3), (1, 1)),
+        (32, 64, (3, 3), (1, 1)),
+    ]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 2
+    # conv 1→32, conv 32→64, Linear 64·7·7→128, head 128→10
+    expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (64 * 7 * 7 * 128 + 128) + (128 * 10 + 10)
+    assert n_params(model) == expected
+
+
+def test_cnn_keeps_2x2_maps_on_8x8_digits_and_accepts_an_int_hidden():
+    model = CNN((1, 8, 8), 10, channels=(8, 16, 32), hidden=24)
+    first_linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    assert first_linear.in_features == 32 * 2 * 2 and first_linear.out_features == 24
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_cnn_construction_leaves_batchnorm_statistics_untouched():
+    model = CNN((1, 8, 8), 10, batch_norm=True)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        assert int(bn.num_batches_tracked) == 0
+        assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+        assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    assert model.training and all(m.training for m in model.modules())
 
 
 def test_resnet18_reduced_size_and_output():
     model = ResNet18((3, 32, 32), 100)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
-    assert 1.0e6 < sum(p.numel() for p in model.parameters()) < 1.2e6  # GEM's reduced ResNet-18: ~1.1M
+    assert 1.0e6 < n_params(model) < 1.2e6  # GEM's reduced ResNet-18: ~1.1M
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    stem = convs[0]
+    assert stem.out_channels == 20 and stem.kernel_size == (3, 3) and stem.stride == (1, 1)
+    assert sum(m.kernel_size == (3, 3) for m in convs) == 17  # stem + 8 BasicBlocks × 2
+    assert sorted({m.out_channels for m in convs}) == [20, 40, 80, 160]
+    assert model.head.in_features == 160
+    model.eval()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 100)
 
 
-def test_multihead_picks_each_samples_head():
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8)])
+def test_resnet18_on_other_sizes(shape):
+    assert ResNet18(shape, 10, width=4)(torch.randn(2, *shape)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "factory,shape",
+    [
+        (lambda s, o, h: MLP(s, o, hidden=[5], n_heads=h), (4,)),
+        (lambda s, o, h: CNN(s, o, channels=[4], hidden=[6], n_heads=h), (1, 8, 8)),
+        (lambda s, o, h: ResNet18(s, o, n_heads=h, width=4), (3, 8, 8)),
+    ],
+)
+def test_multihead_picks_each_samples_head(factory, shape):
     torch.manual_seed(0)
-    model = MLP((4,), 3, hidden=[5], n_heads=3)
-    x = torch.randn(6, 4)
+    model = factory(shape, 3, 3).eval()  # eval: BatchNorm must not depend on the batch
+    assert len(model.heads) == 3
+    x = torch.randn(6, *shape)
     t = torch.tensor([0, 1, 2, 2, 1, 0])
     mixed = model(x, t)
+    assert mixed.shape == (6, 3)
     for i in range(6):
-        assert torch.allclose(mixed[i], model(x[i:i + 1], int(t[i]))[0])
+        assert torch.allclose(mixed[i], model(x[i : i + 1], int(t[i]))[0], atol=1e-6)
+    assert torch.allclose(model(x, torch.full((6,), 1)), model(x, 1))
     model.active_task = 2
     assert torch.allclose(model(x), model(x, 2))
+    # the heads share the backbone: one head's gradient never reaches another head
+    model(x[:2], 0).sum().backward()
+    assert model.heads[1].weight.grad is None and model.heads[0].weight.grad is not None
+
+
+def test_multihead_adds_one_head_of_parameters_per_task():
+    single, multi = CNN((1, 8, 8), 2), CNN((1, 8, 8), 2, n_heads=5)
+    assert n_params(multi) - n_params(single) == 4 * (128 * 2 + 2)
 
 
 def test_image_models_reject_flat_inputs():
     with pytest.raises(ValueError, match="image inputs"):
         CNN((784,), 10)
+    with pytest.raises(ValueError, match="image inputs"):
+        ResNet18((784,), 10)

@@ -15,12 +15,17 @@ def CNN(
     input_shape: Sequence[int],
     n_outputs: int,
     channels: Sequence[int] = (32, 64),
-    hidden: Sequence[int] = (128,),
+    hidden: int | Sequence[int] = (128,),
     n_heads: int = 1,
     batch_norm: bool = False,
     dropout: float = 0.0,
 ) -> ContinualClassifier:
-    """[conv3×3 (→ BatchNorm) → ReLU → MaxPool2] per channel width → Flatten → [Linear → ReLU] → head(s)."""
+    """[conv3×3 pad 1 (→ BatchNorm) → ReLU → MaxPool2] per entry of `channels` → Flatten →
+    [Linear → ReLU (→ Dropout)] per entry of `hidden` (one int: one layer) → head(s).
+
+    Pooling stops once the maps are smaller than 4×4, so 8×8 digits keep 2×2 maps with two blocks."""
+    if isinstance(hidden, int):
+        hidden = (hidden,)
     if len(input_shape) != 3:
         raise ValueError(f"model=cnn needs image inputs C×H×W, got shape {tuple(input_shape)}")
     layers: list[nn.Module] = []
@@ -35,7 +40,9 @@ def CNN(
             size //= 2
         c_in = int(c)
     layers.append(nn.Flatten())
+    convs = nn.Sequential(*layers).eval()  # eval: the dummy pass leaves BatchNorm's running statistics alone
     with torch.no_grad():
-        width = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).shape[1]
+        width = convs(torch.zeros(1, *input_shape)).shape[1]
+    convs.train()
     dense, width = dense_stack(width, hidden, dropout)
     return ContinualClassifier(nn.Sequential(*layers, *dense), width, n_outputs, n_heads)

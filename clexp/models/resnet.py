@@ -1,5 +1,8 @@
 """The reduced ResNet-18 of continual-learning papers (Lopez-Paz & Ranzato 2017, GEM): BasicBlocks
-[2, 2, 2, 2] with widths nf, 2nf, 4nf, 8nf (nf = 20), a 3×3 stride-1 stem, for 32×32 images."""
+[2, 2, 2, 2] with widths nf, 2nf, 4nf, 8nf (nf = 20), a 3×3 stride-1 stem, BatchNorm, for 32×32 images.
+
+Global average pooling gives the 8nf features: GEM's `avg_pool2d(out, 4)` on the 4×4 maps of a 32×32
+input, and other sizes (28×28, 8×8) work too."""
 
 from __future__ import annotations
 
