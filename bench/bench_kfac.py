@@ -6,14 +6,13 @@ inputs (≤ 5×), and a KFAC-EWC training step against a naive step (≤ 1.3×),
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.bench_penalty import step_time
+from bench.bench_penalty import method_overrides
 from bench.common import cli, median_time, row
+from bench.steps import interleaved_ratios
 from clexp.importance.kfac import kfac_factors
 
 
@@ -42,14 +41,11 @@ def run(tiny: bool = False, device: str = "cpu") -> list[dict]:
         t = median_time(lambda: kfac_factors(model, x, variant=variant), repeats, warmup=1)
         ratio = t / t_epoch
         rows.append(row("kfac", f"{variant} factors / epoch, MLP", ratio, "<= 5", ratio <= 5, t))
-    epochs, rounds = (1, 1) if tiny else (4, 3)
-    times = {"naive": [], "kfac_ewc": []}
-    for _ in range(rounds):
-        for m in times:
-            times[m].append(step_time(m, epochs, device))
-    ratio = statistics.median(times["kfac_ewc"]) / statistics.median(times["naive"])
-    rows.append(row("kfac", f"kfac_ewc step vs naive ({device})", ratio, "<= 1.3", ratio <= 1.3,
-                    statistics.median(times["kfac_ewc"])))
+    steps, rounds = (6, 1) if tiny else (60, 7)
+    ratios, seconds = interleaved_ratios({m: method_overrides(m) for m in ("naive", "kfac_ewc")}, "naive", device,
+                                         steps, rounds)
+    rows.append(row("kfac", f"kfac_ewc step vs naive ({device})", ratios["kfac_ewc"], "<= 1.3",
+                    ratios["kfac_ewc"] <= 1.3, seconds["kfac_ewc"]))
     return rows
 
 

@@ -6,22 +6,16 @@ included) against an SGD step, MLP 784-400-400-10, batch 128, inside Lightning: 
 
 from __future__ import annotations
 
-import statistics
-
-from bench.bench_penalty import step_time
 from bench.common import cli, row
+from bench.steps import interleaved_ratios
 
 
 def run(tiny: bool = False, device: str = "cpu") -> list[dict]:
-    epochs, rounds = (1, 1) if tiny else (4, 3)
-    times = {"sgd": [], "ngd": []}
-    step_time("naive", 1, device)  # warm-up
-    for _ in range(rounds):
-        for name in times:
-            times[name].append(step_time("naive", epochs, device, (f"optimizer={name}",)))
-    ratio = statistics.median(times["ngd"]) / statistics.median(times["sgd"])
-    return [row("ngd", f"ngd step vs sgd step, update_every=10 ({device})", ratio, "<= 1.5", ratio <= 1.5,
-                statistics.median(times["ngd"]))]
+    steps, rounds = (6, 1) if tiny else (60, 7)
+    cases = {name: ["method=naive", f"optimizer={name}"] for name in ("sgd", "ngd")}
+    ratios, seconds = interleaved_ratios(cases, "sgd", device, steps, rounds)
+    return [row("ngd", f"ngd step vs sgd step, update_every=10 ({device})", ratios["ngd"], "<= 1.5",
+                ratios["ngd"] <= 1.5, seconds["ngd"])]
 
 
 def main(argv=None):

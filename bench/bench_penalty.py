@@ -1,8 +1,8 @@
 """Targets 2 and 3 — the regularization's cost per training step.
 
 2. Per-step time of `ewc`, `online_ewc`, `mas`, `l2`, `si` (SI's per-step bookkeeping included)
-   against `naive`, measured in the same process inside Lightning on the second experience (the
-   penalty active): ≤ 1.10×.
+   against `naive`, inside clexp's real loop on the second experience (the penalty active), in
+   interleaved blocks (bench/steps.py): ≤ 1.10×.
 3. Separate-mode EWC does not grow with the stream: the penalty's forward+backward after 20
    consolidated experiences against after 2 (≤ 1.05×), and its buffers stay O(parameters).
 
@@ -11,97 +11,61 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-
-import pytorch_lightning as pl
 import torch
 
 from bench.common import cli, median_time, row
+from bench.steps import interleaved_ratios
 
 METHODS = ("ewc", "online_ewc", "mas", "l2", "si")
+ESTIMATE_ON = ("method.fisher.max_samples=200",)  # the boundary's estimate is not what is timed
 
 
-class StepTimer(pl.Callback):
-    """Wall time from the first batch's start to the last batch's end of each fit (steps only:
-    the boundary's importance estimation is excluded)."""
-
-    def __init__(self):
-        self.per_step: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == 0:
-            self.t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.t1 = time.perf_counter()  # this callback runs last: SI's bookkeeping is included
-
-    def on_train_end(self, trainer, pl_module):
-        self.per_step.append((self.t1 - self.t0) / max(1, trainer.global_step))
-
-
-def step_time(method: str, epochs: int, device: str, extra: tuple[str, ...] = ()) -> float:
-    """Per-step seconds during experience 2 of a 2-experience Split-MNIST-size stream (`extra`: more
-    overrides, e.g. another optimizer)."""
-    import tempfile
-
-    from hydra import compose, initialize_config_dir
-
-    from clexp.runner import StreamRunner
-    from clexp.train import CONF_DIR
-
-    overrides = ["dataset._target_=bench.common.load_bench_data", f"method={method}", "model.hidden=[400,400]",
-                 "scenario.n_experiences=2", f"train.epochs={epochs}", "train.batch_size=128", "logger=none",
-                 "trainer.enable_progress_bar=false", f"trainer.accelerator={device}", "plots=false", *extra]
-    if method in ("ewc", "online_ewc", "kfac_ewc"):
-        overrides.append("method.fisher.max_samples=200")
-    if method == "mas":
-        overrides.append("method.max_samples=200")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    timer = StepTimer()
-    with tempfile.TemporaryDirectory() as tmp:
-        StreamRunner(cfg, tmp, extra_callbacks=[timer]).run()
-    return timer.per_step[1]
+def method_overrides(method: str) -> list[str]:
+    extra = {"ewc": ESTIMATE_ON, "online_ewc": ESTIMATE_ON, "kfac_ewc": ESTIMATE_ON,
+             "mas": ("method.max_samples=200",)}.get(method, ())
+    return [f"method={method}", *extra]
 
 
 def growth(device: str, repeats: int) -> tuple[float, int, int]:
-    """Penalty forward+backward time after 20 vs 2 consolidations; buffer counts after each."""
+    """The penalty's training-step work (its analytic gradient added to the parameters' gradients,
+    and its value) after 20 vs 2 consolidations, timed in alternation; buffer counts after each."""
+    import statistics
+
     from clexp.models import MLP
     from clexp.penalties import QuadraticPenalty
 
     model = MLP((784,), 10, hidden=[400, 400]).to(device)
-    times, buffers = {}, {}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    penalties, buffers = {}, {}
     for n in (2, 20):
-        pen = QuadraticPenalty(100.0, 0.5, "separate").to(device)
+        pen = QuadraticPenalty(100.0, 0.5, "separate")
         pen.bind(model)
         pen.to(device)
         for _ in range(n):
+            with torch.no_grad():  # each experience ends somewhere else
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p), alpha=0.01)
             pen.consolidate({k: torch.rand_like(p) for k, p in model.named_parameters()}, model)
+        penalties[n], buffers[n] = pen, sum(b.numel() for b in pen.buffers())
 
-        def step():
-            model.zero_grad(set_to_none=True)
-            pen(model).backward()
+    def work(pen):
+        pen.add_gradient(model)
+        pen.value(model)
 
-        times[n] = median_time(step, repeats=repeats, warmup=3)
-        buffers[n] = sum(b.numel() for b in pen.buffers())
-    return times[20] / times[2], buffers[2], buffers[20]
+    ratios = []
+    for _ in range(repeats):
+        t = {n: median_time(lambda pen=pen: work(pen), repeats=5, warmup=1) for n, pen in penalties.items()}
+        ratios.append(t[20] / t[2])
+    return statistics.median(ratios), buffers[2], buffers[20]
 
 
 def run(tiny: bool = False, device: str = "cpu") -> list[dict]:
-    epochs = 1 if tiny else 4
-    rounds = 1 if tiny else 3
-    rows = []
-    times = {m: [] for m in ("naive", *METHODS)}
-    step_time("naive", 1, device)  # warm-up
-    for _ in range(rounds):  # interleaved rounds: machine noise hits every method alike
-        for m in times:
-            times[m].append(step_time(m, epochs, device))
-    naive = statistics.median(times["naive"])
-    for m in METHODS:
-        ratio = statistics.median(times[m]) / naive
-        rows.append(row("penalty", f"{m} step vs naive ({device})", ratio, "<= 1.10", ratio <= 1.10,
-                        statistics.median(times[m])))
+    steps, rounds = (6, 1) if tiny else (60, 9)
+    cases = {m: method_overrides(m) for m in ("naive", *METHODS)}
+    ratios, seconds = interleaved_ratios(cases, "naive", device, steps, rounds)
+    rows = [row("penalty", f"{m} step vs naive ({device})", ratios[m], "<= 1.10", ratios[m] <= 1.10, seconds[m])
+            for m in METHODS]
     ratio, b2, b20 = growth(device, repeats=5 if tiny else 50)
     rows.append(row("penalty", f"ewc penalty 20 vs 2 experiences ({device})", ratio, "<= 1.05", ratio <= 1.05))
     rows.append(row("penalty", f"ewc buffers 20 vs 2 experiences ({b20}/{b2})", b20 / b2, "== 1.00", b20 == b2))

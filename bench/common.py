@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import gzip
 import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from clexp.data.arrays import read_idx
 from clexp.data.base import SourceData
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
-
-
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def mnist_like(synthetic_n: int = 10_000, seed: int = 0) -> SourceData:
     """The real MNIST test images (80/20 split) when ../shared has them, else random MNIST-shaped data."""
     g = torch.Generator().manual_seed(seed)
     if (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        x = torch.from_numpy(_idx(SHARED_MNIST / "t10k-images-idx3-ubyte.gz").copy()).float().div(255).unsqueeze(1)
-        y = torch.from_numpy(_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").copy()).long()
+        x = torch.from_numpy(read_idx(SHARED_MNIST / "t10k-images-idx3-ubyte.gz")).float().div(255).unsqueeze(1)
+        y = torch.from_numpy(read_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz")).long()
         name = "mnist-t10k"
     else:
         x = torch.rand(synthetic_n, 1, 28, 28, generator=g)
@@ -44,6 +35,28 @@ def mnist_like(synthetic_n: int = 10_000, seed: int = 0) -> SourceData:
 def load_bench_data(**_ignored) -> SourceData:
     """A Hydra `_target_` for the benchmarks' runs (dataset._target_=bench.common.load_bench_data)."""
     return mnist_like()
+
+
+SPLIT_MNIST_SIZE = (60_000, 10_000)
+
+
+def split_mnist_size() -> SourceData:
+    """Inputs like MNIST at the size of Split MNIST (60,000 training and 10,000 test images): the
+    `mnist_like` images repeated to that size (its train and test images stay disjoint)."""
+    data = mnist_like()
+
+    def tile(x, y, n):
+        idx = torch.arange(n) % len(y)
+        return x[idx], y[idx]
+
+    (x_train, y_train), (x_test, y_test) = (tile(data.x_train, data.y_train, SPLIT_MNIST_SIZE[0]),
+                                            tile(data.x_test, data.y_test, SPLIT_MNIST_SIZE[1]))
+    return SourceData(f"{data.name}, Split-MNIST size", x_train, y_train, x_test, y_test, 10)
+
+
+def load_split_mnist_size(**_ignored) -> SourceData:
+    """Hydra `_target_` of `split_mnist_size`."""
+    return split_mnist_size()
 
 
 def median_time(fn, repeats: int = 3, warmup: int = 0) -> float:

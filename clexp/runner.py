@@ -28,7 +28,7 @@ from clexp.stream import Stream, build_stream
 log = logging.getLogger(__name__)
 
 TRAINER_KEYS = (
-    "accelerator", "devices", "num_nodes", "strategy", "precision", "gradient_clip_val",
+    "accelerator", "devices", "num_nodes", "strategy", "precision",
     "log_every_n_steps", "enable_progress_bar", "deterministic",
 )
 
@@ -55,7 +55,8 @@ class StreamRunner:
         self.stream = build_stream(load_data(cfg), cfg.scenario, bool(cfg.model.get("multihead")), cfg.seed)
         self.model = build_model(cfg, self.stream)
         regularizer = build(cfg.method.regularizer)
-        self.module = ContinualModule(self.model, build(cfg.optimizer), regularizer, self.stream.task_masks)
+        self.module = ContinualModule(self.model, build(cfg.optimizer), regularizer, self.stream.task_masks,
+                                      gradient_clip_val=cfg.trainer.get("gradient_clip_val"))
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
         self.importance = build(cfg.method.importance)
         # an optimizer may need a callback of its own (NGD: the Fisher of each batch)

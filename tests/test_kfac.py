@@ -140,3 +140,23 @@ def test_state_survives_a_reload_and_online_mode_sums_factors():
     online.consolidate(f2, {}, model)
     A = online.kfac0__1__A
     assert int(online.slots) == 1 and torch.allclose(A, 0.5 * f1["1"]["A"] + f2["1"]["A"])
+
+
+def test_loading_an_earlier_state_drops_the_later_slots():
+    """A module that has consolidated more experiences than a saved state loads that state (resume
+    of an earlier checkpoint into a used module): later factor slots go, values match."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    pen = KroneckerPenalty(1.0, mode="separate")
+    pen.bind(model)
+    x = torch.randn(16, 4)
+    pen.consolidate(kfac_factors(model, x), {}, model)
+    saved = {k: v.clone() for k, v in pen.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(0.1)
+    value_one = pen.value(model)
+    pen.consolidate(kfac_factors(model, x), {}, model)
+    assert int(pen.slots) == 2
+    pen.load_state_dict(saved)
+    assert int(pen.slots) == 1 and not any(n.startswith("kfac1") for n, _ in pen.named_buffers())
+    assert torch.equal(pen.value(model), value_one)

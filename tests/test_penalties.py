@@ -57,8 +57,10 @@ def test_merged_separate_mode_equals_explicit_sum_over_anchors():
     assert torch.allclose(value.double(), expected.double(), rtol=1e-5)
     for g, p in zip(merged_grads, model.parameters()):
         assert torch.allclose(g, p.grad, rtol=1e-5, atol=1e-6)
-    # the memory does not grow with experiences: two tensors per parameter
-    assert len(list(pen.buffers())) == 2 * len(list(model.parameters())) + 2
+    # the memory does not grow with experiences: two saved tensors per parameter (Ω, θ*), plus one
+    # workspace per parameter that is never saved
+    assert len(pen.state_dict()) == 2 * len(list(model.parameters())) + 2
+    assert len(list(pen.buffers())) == 3 * len(list(model.parameters())) + 2
 
 
 def test_online_mode_decays_and_moves_the_anchor():
@@ -143,3 +145,39 @@ def test_distillation_multihead_distils_previous_heads_only():
     expected = F.kl_div(F.log_softmax(model(x, 0), 1), F.log_softmax(lwf.teacher(x, 0), 1), log_target=True,
                         reduction="batchmean")
     assert torch.allclose(lwf(model, x, t, model(x, t)), expected, rtol=1e-5)
+
+
+def test_training_step_path_matches_the_definition_on_every_call():
+    """`add_gradient` and `value` (in-place, reused workspace) against autograd of the explicit sum,
+    over several steps with moving parameters, in both modes; `grad_scale` scales the gradient."""
+    for mode in ("separate", "online"):
+        model = tiny_model()
+        pen = QuadraticPenalty(strength=3.0, factor=0.5, mode=mode, gamma=0.7)
+        pen.bind(model)
+        anchors, fishers = [], []
+        for t in range(3):
+            perturb(model, seed=20 + t)
+            fishers.append(random_importance(model, seed=t))
+            anchors.append({n: p.detach().clone() for n, p in model.named_parameters()})
+            pen.consolidate(fishers[-1], model)
+        if mode == "online":  # F̃ = Σ γ^(T−1−t) F_t around the latest anchor
+            fishers = [{n: sum(0.7 ** (2 - t) * f[n] for t, f in enumerate(fishers)) for n in fishers[0]}]
+            anchors = anchors[-1:]
+        for step in range(3):
+            perturb(model, seed=50 + step, scale=0.1)
+            model.zero_grad()
+            expected = explicit_sum(model, anchors, fishers, scale=1.5)
+            expected.backward()
+            reference = [p.grad.clone() for p in model.parameters()]
+            task = [torch.randn_like(p) for p in model.parameters()]  # a task gradient already there
+            for p, g in zip(model.parameters(), task):
+                p.grad = g.clone()
+            pen.add_gradient(model, grad_scale=None if step < 2 else 8.0)
+            scale = 1.0 if step < 2 else 8.0
+            for p, g, r in zip(model.parameters(), task, reference):
+                assert torch.allclose(p.grad, g + scale * r, rtol=1e-5, atol=1e-6)
+            if mode == "online":
+                assert torch.allclose(pen.value(model).double(), expected.double(), rtol=1e-5)
+        if mode == "separate":  # the merged form's constant keeps the value exact
+            assert torch.allclose(pen.value(model).double(), expected.double(), rtol=1e-5)
+            assert torch.allclose(pen.value(model), pen(model).detach(), rtol=1e-6)

@@ -127,3 +127,18 @@ def test_total_gradient_would_give_a_different_omega():
     got = reg.running("omega")[0]
     assert torch.allclose(got, omega_task[0], rtol=1e-4, atol=1e-7)
     assert (got - omega_total[0]).abs().max() > 100 * (got - omega_task[0]).abs().max() + 1e-4
+
+
+def test_in_place_accumulate_matches_the_straightforward_update():
+    """ω += −g·(θ − θ_prev), θ_prev ← θ, written without temporaries, against the formula."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4, 3), (3,), (2, 4)]
+    omega = [torch.randn(s, generator=g) for s in shapes]
+    prev = [torch.randn(s, generator=g) for s in shapes]
+    params = [torch.randn(s, generator=g) for s in shapes]
+    grads = [torch.randn(s, generator=g) for s in shapes]
+    expected = [o - gr * (p - pv) for o, gr, p, pv in zip(omega, grads, params, prev)]
+    accumulate(omega, prev, params, grads)
+    for o, e, pv, p in zip(omega, expected, prev, params):
+        assert torch.allclose(o, e, rtol=1e-6, atol=1e-7)
+        assert torch.equal(pv, p)

@@ -98,14 +98,13 @@ class PathIntegral(ImportanceCallback):
         self.xi = xi
 
     def _params(self, pl_module) -> list[torch.Tensor]:
-        named = dict(pl_module.model.named_parameters())
-        return [named[n] for n in pl_module.regularizer.names]
+        return [p.detach() for p in pl_module.regularizer._params(pl_module.model)]
 
     def on_train_start(self, trainer, pl_module):
         if getattr(pl_module, "resumed_mid_experience", False):
             return  # ω, start and prev come from the checkpoint
         reg = pl_module.regularizer
-        params = [p.detach() for p in self._params(pl_module)]
+        params = self._params(pl_module)
         torch._foreach_copy_(reg.running("start"), params)
         torch._foreach_copy_(reg.running("prev"), params)
         torch._foreach_zero_(reg.running("omega"))
@@ -113,7 +112,7 @@ class PathIntegral(ImportanceCallback):
     def on_after_backward(self, trainer, pl_module):
         """The task loss's gradient, before the module adds the penalty's (callbacks run first)."""
         grads = pl_module.regularizer.running("grad")
-        for g, p in zip(grads, self._params(pl_module)):
+        for g, p in zip(grads, pl_module.regularizer._params(pl_module.model)):
             if p.grad is None:
                 g.zero_()
             else:
@@ -126,15 +125,13 @@ class PathIntegral(ImportanceCallback):
         from clexp.importance.path_integral import accumulate
 
         reg = pl_module.regularizer
-        params = [p.detach() for p in self._params(pl_module)]
-        accumulate(reg.running("omega"), reg.running("prev"), params, reg.running("grad"))
+        accumulate(reg.running("omega"), reg.running("prev"), self._params(pl_module), reg.running("grad"))
 
     def estimate(self, trainer, pl_module):
         from clexp.importance.path_integral import importance
 
         reg = pl_module.regularizer
-        params = [p.detach() for p in self._params(pl_module)]
-        omega_new = importance(reg.running("omega"), reg.running("start"), params, self.xi)
+        omega_new = importance(reg.running("omega"), reg.running("start"), self._params(pl_module), self.xi)
         return dict(zip(reg.names, omega_new))
 
 

@@ -14,9 +14,10 @@ import torch
 
 @torch.no_grad()
 def accumulate(omega, prev, params, grads) -> None:
-    """ω += −g·(θ − θ_prev); then θ_prev ← θ. All lists aligned by parameter (fused passes)."""
-    delta = torch._foreach_sub(params, prev)
-    torch._foreach_addcmul_(omega, grads, delta, value=-1.0)
+    """ω += −g·(θ − θ_prev); then θ_prev ← θ. All lists aligned by parameter (fused passes, in place:
+    θ_prev first becomes θ_prev − θ = −Δθ, so no parameter-sized temporary is allocated)."""
+    torch._foreach_sub_(prev, params)
+    torch._foreach_addcmul_(omega, grads, prev)
     torch._foreach_copy_(prev, params)
 
 

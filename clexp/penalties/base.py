@@ -16,7 +16,7 @@ class Regularizer(nn.Module):
     """
 
     # True: the training loop asks `value(model)` only when it logs, and adds the gradient itself with
-    # `add_gradient(model)` after the backward (no autograd graph, fewest passes over the parameters)
+    # `add_gradient(model, grad_scale)` after the backward (no autograd graph, fewest passes over the parameters)
     analytic_gradient = False
 
     def forward(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

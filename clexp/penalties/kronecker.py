@@ -71,6 +71,10 @@ class KroneckerPenalty(Regularizer):
             self.diag.consolidate(diagonal, model)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        loaded = {key[len(prefix):] for key in state_dict if key.startswith(prefix + "kfac")}
+        for name in [n for n, _ in self.named_buffers(recurse=False) if n.startswith("kfac")]:
+            if name not in loaded:  # slots of experiences the loaded state has not reached yet
+                delattr(self, name)
         for key, value in state_dict.items():  # per-experience buffers a fresh module lacks
             if key.startswith(prefix + "kfac") and "." not in key[len(prefix):]:
                 name = key[len(prefix):]
@@ -95,13 +99,16 @@ class KroneckerPenalty(Regularizer):
         return self.forward(model).detach()
 
     @torch.no_grad()
-    def add_gradient(self, model) -> None:
-        """∇W̄ += λ·G ΔW̄ A (A, G symmetric), split into the weight and bias gradients."""
-        self.diag.add_gradient(model)
+    def add_gradient(self, model, grad_scale: torch.Tensor | float | None = None) -> None:
+        """∇W̄ += λ·G ΔW̄ A (A, G symmetric), split into the weight and bias gradients (times
+        `grad_scale` while the gradients are still scaled by mixed precision)."""
+        self.diag.add_gradient(model, grad_scale)
         if self.strength == 0:
             return
         for m, A, G, delta in self._deltas(model):
             g = self.strength * (G @ delta @ A)
+            if grad_scale is not None:
+                g = g * grad_scale
             if m.weight.grad is None:
                 m.weight.grad = torch.zeros_like(m.weight)
             m.weight.grad += (g[:, :-1] if m.bias is not None else g).reshape(m.weight.shape)

@@ -11,6 +11,10 @@ Consolidation modes (DESIGN.md §3):
 The state lives in buffers (`importance__<param>`, `anchor__<param>`, `const`, `consolidations`),
 so it is saved in checkpoints and moves with the module. Value and gradient come from one fused
 autograd function: the backward is the analytic 2·s·Ω(θ − θ*), stored during the forward.
+
+The training loop's per-step path (`add_gradient`, `value`) allocates nothing: θ − θ* goes into
+preallocated, non-persistent `work__<param>` buffers. On CPU a fresh parameter-sized temporary
+costs more than the arithmetic itself (0.4 ms against 0.15 ms per step for a 0.5 M-parameter MLP).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class QuadraticPenalty(Regularizer):
         self.register_buffer("const", torch.zeros((), dtype=torch.float64))
         self.register_buffer("consolidations", torch.zeros((), dtype=torch.long))
         self._active = False  # python mirror of consolidations > 0: no device sync per step
+        self._bound: tuple[nn.Module, list[torch.Tensor]] | None = None  # (model, its parameters in `names` order)
 
     @property
     def scale(self) -> float:
@@ -79,6 +84,9 @@ class QuadraticPenalty(Regularizer):
         for n in self.names:
             self.register_buffer(f"importance__{buffer_key(n)}", torch.zeros_like(params[n], dtype=torch.float32))
             self.register_buffer(f"anchor__{buffer_key(n)}", torch.zeros_like(params[n], dtype=torch.float32))
+            self.register_buffer(f"work__{buffer_key(n)}", torch.zeros_like(params[n], dtype=torch.float32),
+                                 persistent=False)
+        self._bound = None
 
     def importance(self, name: str) -> torch.Tensor:
         return getattr(self, f"importance__{buffer_key(name)}")
@@ -87,8 +95,18 @@ class QuadraticPenalty(Regularizer):
         return getattr(self, f"anchor__{buffer_key(name)}")
 
     def _params(self, model: nn.Module) -> list[torch.Tensor]:
-        params = dict(model.named_parameters())
-        return [params[n] for n in self.names]
+        """The model's parameters in `names` order (looked up once per model, not once per step)."""
+        if self._bound is None or self._bound[0] is not model:
+            params = dict(model.named_parameters())
+            self._bound = (model, [params[n] for n in self.names])
+        return self._bound[1]
+
+    def _diffs(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """θ − θ* written into the workspace buffers (no allocation)."""
+        work = [getattr(self, f"work__{buffer_key(n)}") for n in self.names]
+        for w, p, n in zip(work, params, self.names):
+            torch.sub(p.detach(), self.anchor(n), out=w)
+        return work
 
     def forward(self, model, x=None, t=None, logits=None) -> torch.Tensor:
         params = self._params(model)
@@ -105,23 +123,34 @@ class QuadraticPenalty(Regularizer):
 
     @torch.no_grad()
     def value(self, model) -> torch.Tensor:
-        """The penalty's value, without autograd."""
-        return self.forward(model).detach()
+        """The penalty's value, without autograd (and without temporaries: the workspace holds θ − θ*)."""
+        params = self._params(model)
+        if not params or not self._active or self.scale == 0:
+            return (params[0] if params else next(model.parameters())).new_zeros(())
+        diffs = self._diffs(params)
+        torch._foreach_mul_(diffs, diffs)
+        total = sum(torch.vdot(self.importance(n).reshape(-1), d.reshape(-1)) for n, d in zip(self.names, diffs))
+        if self.mode == "separate":
+            total = total + self.const
+        return (total * self.scale).to(params[0].dtype)
 
     @torch.no_grad()
-    def add_gradient(self, model) -> None:
-        """p.grad += 2·s·Ω(θ − θ*) for every parameter, in place (two fused passes)."""
+    def add_gradient(self, model, grad_scale: torch.Tensor | float | None = None) -> None:
+        """p.grad += 2·s·Ω(θ − θ*) for every parameter, in place (two fused passes); times
+        `grad_scale` when the gradients are still scaled (mixed precision's loss scale)."""
         if not self._active or self.scale == 0 or not self.names:
             return
         params = self._params(model)
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        diffs = torch._foreach_sub(params, [self.anchor(n) for n in self.names])
+        diffs = self._diffs(params)
         factor = 2.0 * self.scale
         if factor > torch.finfo(params[0].dtype).max:  # an absurd strength: let inf/NaN show up, not crash
             torch._foreach_mul_(diffs, factor)
             factor = 1.0
+        if grad_scale is not None:
+            torch._foreach_mul_(diffs, grad_scale)
         torch._foreach_addcmul_([p.grad for p in params], [self.importance(n) for n in self.names], diffs,
                                 value=factor)
 
@@ -162,3 +191,7 @@ class QuadraticPenalty(Regularizer):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._active = bool(self.consolidations.item() > 0)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._bound = None  # moved (with the model, inside the LightningModule): look the parameters up again
+        return super()._apply(fn, *args, **kwargs)
