@@ -93,7 +93,7 @@ def run(tiny: bool = False, device: str = "cpu") -> list[dict]:
     if tiny:
         target, load, epochs, rounds = "bench.common.load_bench_data", mnist_like, 1, 1
     else:
-        target, load, epochs, rounds = "bench.common.load_split_mnist_size", split_mnist_size, EPOCHS, 3
+        target, load, epochs, rounds = "bench.common.load_split_mnist_size", split_mnist_size, EPOCHS, 5
     data = None
     results = {}
 

@@ -48,7 +48,8 @@ def test_mnist_preset_runs_a_smoke_step(tmp_path, preset):
 
 def test_split_cifar100_preset_runs_a_smoke_step(tmp_path, no_md5):  # noqa: F811
     tiny_cifar(tmp_path / "data", hundred=True, n=100)
-    results = run_stream(tmp_path / "run", ["experiment=split_cifar100", "method=si", f"paths.data_dir={tmp_path / 'data'}",
+    results = run_stream(tmp_path / "run", ["experiment=split_cifar100", "method=si",
+                                            f"paths.data_dir={tmp_path / 'data'}",
                                             "dataset.download=false", "train.epochs=null", "train.iterations=1",
                                             "model.width=4", "logger=none", "trainer.enable_progress_bar=false",
                                             "plots=false"], fast=False)

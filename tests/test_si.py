@@ -53,7 +53,8 @@ def make_module(optimizer, seed=0):
 
 def fit(module, x, y, epochs):
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[PathIntegral(xi=0.1, plot=False)])
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[PathIntegral(xi=0.1, plot=False)])
     loader = TensorLoader((x, y, torch.zeros(len(y), dtype=torch.long)), batch_size=8, shuffle=False)
     trainer.fit(module, loader)
 
