@@ -19,6 +19,15 @@ def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tenso
     return logits.masked_fill(~masks[t], float("-inf"))
 
 
+def loss_scale(trainer, device: torch.device) -> torch.Tensor | None:
+    """Mixed precision's current loss scale as a 0-dim tensor on `device` (no host sync), or None when
+    the gradients are not scaled."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
+    if scaler is None or not scaler.is_enabled():
+        return None
+    return scaler.scale(torch.ones((), device=device))
+
+
 class ContinualModule(pl.LightningModule):
     """Cross-entropy on the current experience plus `regularizer(model, x, t, raw_logits)`.
 
@@ -96,8 +105,7 @@ class ContinualModule(pl.LightningModule):
         """Runs after the callbacks' `on_after_backward` (which see the task loss's gradient alone).
         Under mixed precision the gradients are still scaled here: the penalty's is scaled alike."""
         if self.regularizer is not None and self.regularizer.analytic_gradient:
-            scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
-            self.regularizer.add_gradient(self.model, None if scaler is None else scaler.get_scale())
+            self.regularizer.add_gradient(self.model, loss_scale(self._trainer, self.device))
 
     def _log_now(self) -> bool:
         """Log (and refresh the bar's numbers) every `log_every_n_steps` steps only: `self.log` costs

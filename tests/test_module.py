@@ -58,3 +58,19 @@ def test_gradient_clip_val_bounds_the_update():
     free = MLP((6,), 3, hidden=[5])
     fit(ContinualModule(free, lambda p: torch.optim.SGD(p, lr=1.0)), steps=1)
     assert (torch.cat([p.detach().reshape(-1) for p in free.parameters()]) - start).norm() > 1e-2
+
+
+def test_loss_scale_is_a_device_tensor_only_under_a_scaler():
+    """The penalty's gradient and SI's task gradient follow mixed precision's loss scale, read as a
+    tensor (no host sync); without a scaler there is nothing to scale."""
+    from types import SimpleNamespace
+
+    from clexp.module import loss_scale
+
+    assert loss_scale(None, torch.device("cpu")) is None
+    assert loss_scale(SimpleNamespace(precision_plugin=object()), torch.device("cpu")) is None
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scale = loss_scale(SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler)), torch.device("cpu"))
+    assert isinstance(scale, torch.Tensor) and scale.dim() == 0 and scale.item() == 1024.0
+    off = torch.amp.GradScaler("cpu", enabled=False)
+    assert loss_scale(SimpleNamespace(precision_plugin=SimpleNamespace(scaler=off)), torch.device("cpu")) is None

@@ -117,9 +117,11 @@ class PathIntegral(ImportanceCallback):
                 g.zero_()
             else:
                 g.copy_(p.grad)
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
-        if scaler is not None:  # mixed precision: the backward's gradients are still scaled
-            torch._foreach_div_(grads, scaler.get_scale())
+        from clexp.module import loss_scale
+
+        scale = loss_scale(trainer, pl_module.device)
+        if scale is not None:  # mixed precision: the backward's gradients are still scaled
+            torch._foreach_div_(grads, scale)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         from clexp.importance.path_integral import accumulate
