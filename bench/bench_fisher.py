@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.common import format_table, row
-from clexp.importance import diag_fisher
+from clexp.curvature import diag_fisher
 
 TARGETS = {"exact": 4.0, "sampled": 1.5, "empirical": 1.5}
 
@@ -98,7 +98,7 @@ def peak_memory_mb(n: int, chunk: int, device: str, threads: int) -> float:
     code = f"""
 import re, torch
 from bench.bench_fisher import cnn
-from clexp.importance import diag_fisher
+from clexp.curvature import diag_fisher
 torch.set_num_threads({threads})
 kb = lambda key: int(re.search(key + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1))
 m, x = cnn().to('{device}'), torch.randn({n}, 1, 28, 28, device='{device}')

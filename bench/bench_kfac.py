@@ -13,7 +13,7 @@ from torch import nn
 from bench.bench_penalty import method_overrides
 from bench.common import cli, median_time, row
 from bench.steps import interleaved_ratios
-from clexp.importance.kfac import kfac_factors
+from clexp.curvature.kronecker import kfac_factors
 
 
 def mlp() -> nn.Module:

@@ -32,7 +32,7 @@ def growth(device: str, repeats: int) -> tuple[float, int, int]:
     import statistics
 
     from clexp.models import MLP
-    from clexp.penalties import QuadraticPenalty
+    from clexp.methods.quadratic import QuadraticPenalty
 
     model = MLP((784,), 10, hidden=[400, 400]).to(device)
     for p in model.parameters():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.penalties.base import Regularizer
+from clexp.methods.base import Regularizer
 
 
 def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ class StreamRunner:
         self.module = ContinualModule(self.model, build(cfg.optimizer), regularizer, self.stream.task_masks,
                                       gradient_clip_val=cfg.trainer.get("gradient_clip_val"))
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
-        self.importance = build(cfg.method.importance)
+        self.method_callbacks = [build(node) for node in (cfg.method.get("callbacks") or {}).values()]
         # an optimizer may need a callback of its own (NGD: the Fisher of each batch)
         self.extra_callbacks_optimizer = [build(cfg.optimizer.callback)] if cfg.optimizer.get("callback") else []
         self.progress = ExperienceProgressBar(len(self.stream)) if cfg.trainer.enable_progress_bar else None
@@ -79,8 +79,7 @@ class StreamRunner:
     @property
     def callbacks(self) -> list[pl.Callback]:
         cbs = [self.accuracy, self.guard]
-        if self.importance is not None:
-            cbs.append(self.importance)
+        cbs += self.method_callbacks
         cbs.append(self.stream_checkpoint)
         if self.progress is not None:
             cbs.append(self.progress)

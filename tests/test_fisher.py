@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.importance import FISHER_VARIANTS, diag_fisher
-from clexp.importance.fisher import _exact
+from clexp.curvature import FISHER_VARIANTS, diag_fisher
+from clexp.curvature.fisher import _exact
 
 MASK = torch.tensor([True, False, True, True, False])
 TWO = torch.tensor([False, True, False, False, True])
@@ -238,7 +238,7 @@ def test_one_allowed_output_gives_zero_and_linear_softmax_closed_form():
 
 
 def test_in_place_ops_on_kept_tensors_are_detected(monkeypatch):
-    from clexp.importance import per_sample
+    from clexp.curvature import per_sample
 
     modes, forward = [], per_sample._forward
     monkeypatch.setattr(per_sample, "_forward", lambda *a: modes.append(a[-1]) or forward(*a))
@@ -261,7 +261,7 @@ def test_chunking_does_not_change_the_result():
 
 
 def test_chunks_never_exceed_chunk_size_and_cache_sized_pieces_change_nothing(monkeypatch):
-    from clexp.importance import per_sample
+    from clexp.curvature import per_sample
 
     model, x = MODELS["cnn_wide"](), inputs("cnn_wide", 40)
     sizes, forward = [], per_sample._forward

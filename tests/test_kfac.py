@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.importance import diag_fisher
-from clexp.importance.kfac import hooked_layers, kfac_diagonal, kfac_factors, layer_inputs, weight_matrix
-from clexp.penalties import KroneckerPenalty
+from clexp.curvature import diag_fisher
+from clexp.curvature.kronecker import hooked_layers, kfac_diagonal, kfac_factors, layer_inputs, weight_matrix
+from clexp.methods.kfac_ewc import KroneckerPenalty
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from clexp.importance import mas_importance
+from clexp.curvature import mas_importance
 from tests.test_fisher import MASK, MODELS, TWO, MultiHead, inputs, rel_err, seeded
 
 

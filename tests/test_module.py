@@ -7,7 +7,7 @@ import torch
 from clexp.loader import TensorLoader
 from clexp.models import MLP
 from clexp.module import ContinualModule
-from clexp.penalties import QuadraticPenalty
+from clexp.methods.quadratic import QuadraticPenalty
 
 
 def fit(module, steps=3, n=24):

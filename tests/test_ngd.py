@@ -5,8 +5,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from clexp.callbacks.ngd import NaturalGradientFisher
-from clexp.importance import diag_fisher
+from clexp.optim.ngd_fisher import NaturalGradientFisher
+from clexp.curvature import diag_fisher
 from clexp.loader import TensorLoader
 from clexp.models import MLP
 from clexp.module import ContinualModule

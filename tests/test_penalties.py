@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clexp.models import MLP
-from clexp.penalties import Distillation, QuadraticPenalty
+from clexp.methods.lwf import Distillation
+from clexp.methods.quadratic import QuadraticPenalty
 
 
 def tiny_model(seed=0):

@@ -8,12 +8,12 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from clexp.callbacks import PathIntegral
-from clexp.importance.path_integral import accumulate, importance
+from clexp.methods.si import PathIntegral
+from clexp.methods.si import accumulate, importance
 from clexp.loader import TensorLoader
 from clexp.models import MLP
 from clexp.module import ContinualModule
-from clexp.penalties import PathIntegralPenalty
+from clexp.methods.si import PathIntegralPenalty
 from clexp.stream import Experience
 
 

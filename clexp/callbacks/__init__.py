@@ -1,17 +1,8 @@
-"""Lightning callbacks: the accuracy matrix, progress, and the methods' importance estimators."""
+"""Run infrastructure as Lightning callbacks: the accuracy matrix, stream checkpoints, the
+non-finite guard, progress. (Methods' callbacks live with their method in `clexp.methods`.)"""
 
 from clexp.callbacks.accuracy_matrix import AccuracyMatrix
-from clexp.callbacks.importance import (
-    DistillationTeacher,
-    FisherImportance,
-    ImportanceCallback,
-    MASImportance,
-    PathIntegral,
-    UniformImportance,
-)
+from clexp.callbacks.finite_guard import FiniteGuard
 from clexp.callbacks.progress import ExperienceProgressBar
 
-__all__ = [
-    "AccuracyMatrix", "DistillationTeacher", "ExperienceProgressBar", "FisherImportance", "ImportanceCallback",
-    "MASImportance", "PathIntegral", "UniformImportance",
-]
+__all__ = ["AccuracyMatrix", "ExperienceProgressBar", "FiniteGuard"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from clexp.geometry.first_experience import train_first_experience
-from clexp.importance import diag_fisher
+from clexp.curvature import diag_fisher
 from clexp.plots import _pyplot
 
 VARIANTS = ("exact", "sampled", "empirical", "batch")

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.importance.per_sample import eval_mode
+from clexp.curvature.distributed import all_reduce_sums
+from clexp.curvature.per_sample import eval_mode
 
 KFAC_VARIANTS = ("exact", "sampled")
 
@@ -105,8 +106,11 @@ def kfac_factors(
     chunk_size: int = 256,
     output_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    reduce: bool = True,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """{layer name: {"A": in' × in', "G": out × out}} for every Linear / Conv2d layer (means over inputs)."""
+    """{layer name: {"A": in' × in', "G": out × out}} for every Linear / Conv2d layer (means over inputs).
+
+    With `reduce` under DDP each rank passes its shard; sums and counts are all-reduced."""
     if variant not in KFAC_VARIANTS:
         raise ValueError(f"KFAC Fisher variant {variant!r}: allowed are {', '.join(KFAC_VARIANTS)}")
     if not isinstance(samples, int) or samples < 1:
@@ -142,7 +146,10 @@ def kfac_factors(
                     sums[name]["A"] += A
                     sums[name]["G"] += G
             n += len(x)
-    return {name: {k: v / n for k, v in f.items()} for name, f in sums.items()}
+    if reduce:
+        flat = {f"{name}/{k}": v for name, f in sums.items() for k, v in f.items()}
+        n = all_reduce_sums(flat, float(n))
+    return {name: {k: v / max(n, 1) for k, v in f.items()} for name, f in sums.items()}
 
 
 def kfac_diagonal(m: nn.Module, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

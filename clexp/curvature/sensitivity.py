@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.importance.per_sample import ABS, accumulate, eval_mode, finish, zero_sums
+from clexp.curvature.per_sample import ABS, accumulate, eval_mode, finish, zero_sums
 
 
 def mas_importance(

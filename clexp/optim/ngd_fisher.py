@@ -14,7 +14,7 @@ class NaturalGradientFisher(pl.Callback):
         self.update_every, self.samples, self.seed = update_every, samples, seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        from clexp.importance.fisher import diag_fisher
+        from clexp.curvature import diag_fisher
 
         if trainer.global_step % self.update_every:
             return
@@ -36,7 +36,7 @@ class NaturalGradientFisher(pl.Callback):
 
     def _kfac(self, model, x, mask, optimizers) -> None:
         """Sampled-label Kronecker factors of the batch for every Linear / Conv2d layer."""
-        from clexp.importance.kfac import hooked_layers, kfac_factors
+        from clexp.curvature.kronecker import hooked_layers, kfac_factors
 
         factors = kfac_factors(model, x, variant="sampled", samples=self.samples, chunk_size=len(x),
                                output_mask=mask, generator=self.generator)

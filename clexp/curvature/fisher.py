@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.importance.per_sample import SQUARE, accumulate, eval_mode, finish, zero_sums
+from clexp.curvature.per_sample import SQUARE, accumulate, eval_mode, finish, zero_sums
 
 FISHER_VARIANTS = ("exact", "sampled", "empirical", "batch")
 

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.penalties.base import Regularizer
+import pytorch_lightning as pl
+
+from clexp.methods.base import Regularizer
 
 
 def distillation_kl(new_logits: torch.Tensor, old_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -85,3 +87,11 @@ class Distillation(Regularizer):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._cache()
+
+
+class DistillationTeacher(pl.Callback):
+    """At the end of each experience the model becomes the frozen teacher for the next ones."""
+
+    def on_train_end(self, trainer, pl_module):
+        exp = pl_module.current_experience
+        pl_module.regularizer.consolidate(pl_module.model, exp.output_classes, exp.index)

@@ -29,11 +29,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.utils import parametrize
+
+from clexp.curvature.distributed import all_reduce_sums
 
 SQUARE, ABS = "square", "abs"
 LINEAR, CONV, LOCAL = "linear", "conv", "local"
@@ -70,13 +71,8 @@ def zero_sums(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def finish(model: nn.Module, sums: dict[str, torch.Tensor], count: float, reduce: bool) -> dict[str, torch.Tensor]:
     """Sums → means over `count` (over all ranks' shards under DDP when `reduce`), in the parameters' dtype."""
-    if reduce and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        device = next(iter(sums.values())).device if sums else torch.device("cpu")
-        for v in sums.values():
-            dist.all_reduce(v)
-        n = torch.tensor([count], dtype=torch.float64, device=device)
-        dist.all_reduce(n)
-        count = float(n.item())
+    if reduce:
+        count = all_reduce_sums(sums, count)
     params = dict(model.named_parameters())
     return {k: (v / max(count, 1.0)).to(params[k].dtype) for k, v in sums.items()}
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.importance.kfac import hooked_layers, weight_matrix
-from clexp.penalties.base import Regularizer
-from clexp.penalties.quadratic import QuadraticPenalty, buffer_key
+from clexp.curvature.kronecker import hooked_layers, weight_matrix
+from clexp.methods.base import Regularizer, experience_shard
+from clexp.methods.ewc import FisherImportance
+from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
 
 class KroneckerPenalty(Regularizer):
@@ -116,3 +117,32 @@ class KroneckerPenalty(Regularizer):
                 if m.bias.grad is None:
                     m.bias.grad = torch.zeros_like(m.bias)
                 m.bias.grad += g[:, -1]
+
+
+class KFACImportance(FisherImportance):
+    """Kronecker factors of the Linear / Conv2d layers (exact over classes, or sampled) and the
+    diagonal Fisher of the other parameters, consolidated into a `KroneckerPenalty`. Same options as
+    `FisherImportance` (variant: exact or sampled)."""
+
+    def on_train_end(self, trainer, pl_module):
+        from clexp.curvature import diag_fisher, kfac_diagonal, kfac_factors
+
+        x, y = experience_shard(trainer, pl_module, self.max_samples, self.seed)
+        i = int(pl_module.experience)
+        mask = pl_module.output_mask(i)
+        g = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104729 + i)
+        model, reg = pl_module.model, pl_module.regularizer
+        factors = kfac_factors(model, x, self.variant, self.samples, self.chunk_size, mask, g)
+        diagonal = {}
+        if reg.diag.names:
+            variant = "exact" if self.variant == "exact" else "sampled"
+            full = diag_fisher(model, x, y, variant=variant, samples=self.samples, chunk_size=self.chunk_size,
+                               output_mask=mask, generator=g)
+            diagonal = {n: full[n] for n in reg.diag.names}
+        reg.consolidate(factors, diagonal, model)
+        if self.plot and trainer.is_global_zero:
+            shown = dict(diagonal)
+            for layer, f in factors.items():
+                for leaf, v in kfac_diagonal(model.get_submodule(layer), f).items():
+                    shown[f"{layer}.{leaf}"] = v
+            self.show(trainer, pl_module, shown, "KFAC diagonal")

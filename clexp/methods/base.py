@@ -1,0 +1,67 @@
+"""What every method file builds on: the regularization term's interface and the boundary-time
+importance callback.
+
+A method is a `Regularizer` (the term added to the task loss; its state in buffers) plus the
+Lightning callback(s) that feed it. A quadratic method with a boundary-time estimator only writes
+`estimate(trainer, pl_module) -> {parameter name: importance}` (see `ewc.py`, `mas.py`).
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+
+class Regularizer(nn.Module):
+    """A term added to the task loss: `forward(model, x, t, logits) -> scalar tensor`.
+
+    Its state (importances, anchors, frozen copies) lives in registered buffers or submodules, so
+    it is saved in `state_dict`s, moves with `.to(device)` and survives a resume. Callbacks call
+    `consolidate(...)` at experience boundaries; the training loop never needs to know which method
+    it runs.
+    """
+
+    # True: the training loop asks `value(model)` only when it logs, and adds the gradient itself with
+    # `add_gradient(model, grad_scale)` after the backward (no autograd graph, fewest passes over the parameters)
+    analytic_gradient = False
+
+    def forward(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def experience_shard(trainer, pl_module, max_samples: int | None, seed: int):
+    """This rank's share of the current experience's training inputs and targets (a seeded subset
+    of `max_samples` inputs when set), on the module's device."""
+    exp = pl_module.current_experience
+    x, y = exp.x_train, exp.y_train
+    if max_samples is not None and max_samples < len(y):
+        g = torch.Generator().manual_seed(seed * 7919 + exp.index)
+        keep = torch.randperm(len(y), generator=g)[:max_samples]
+        x, y = x[keep], y[keep]
+    rank, world = trainer.global_rank, trainer.world_size
+    x, y = x[rank::world], y[rank::world]
+    return x.to(pl_module.device), y.to(pl_module.device)
+
+
+class ImportanceCallback(pl.Callback):
+    """At the end of each experience: `estimate(trainer, pl_module) -> {param name: importance}` on
+    its training data, consolidated into the module's quadratic penalty (and drawn as a histogram).
+    Under DDP each rank estimates on its own shard; the curvature estimators all-reduce."""
+
+    def __init__(self, plot: bool = True):
+        self.plot = plot
+
+    def estimate(self, trainer, pl_module) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def on_train_end(self, trainer, pl_module):
+        importance = self.estimate(trainer, pl_module)
+        pl_module.regularizer.consolidate(importance, pl_module.model)
+        self.show(trainer, pl_module, importance, type(self).__name__)
+
+    def show(self, trainer, pl_module, importance: dict[str, torch.Tensor], title: str) -> None:
+        if self.plot and trainer.is_global_zero:
+            from clexp.plots import log_importance
+
+            log_importance(trainer, importance, int(pl_module.experience), title)

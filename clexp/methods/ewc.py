@@ -1,0 +1,39 @@
+"""EWC (Kirkpatrick et al. 2017) and online EWC (Schwarz et al. 2018): the diagonal Fisher of each
+experience, consolidated at its end into the quadratic penalty (λ/2)·Σ F (θ − θ*)².
+
+separate (EWC): Σ_t F_t (θ − θ*_t)², kept as one merged quadratic (O(P) per step);
+online: F̃ ← γ·F̃ + F_t with the latest parameters as the anchor.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clexp.methods.base import ImportanceCallback, experience_shard
+from clexp.methods.quadratic import QuadraticPenalty
+
+
+class EWCPenalty(QuadraticPenalty):
+    """(λ/2)·Σ F (θ − θ*)²; `mode` separate (EWC) or online (online EWC, decay `gamma`)."""
+
+    def __init__(self, lam: float, mode: str = "separate", gamma: float = 1.0):
+        super().__init__(lam, factor=0.5, mode=mode, gamma=gamma)
+
+
+class FisherImportance(ImportanceCallback):
+    """Diagonal Fisher of the experience: `variant` exact | sampled | empirical | batch."""
+
+    def __init__(self, variant: str = "exact", samples: int = 1, max_samples: int | None = None,
+                 chunk_size: int = 256, seed: int = 0, plot: bool = True):
+        super().__init__(plot)
+        self.variant, self.samples, self.max_samples = variant, samples, max_samples
+        self.chunk_size, self.seed = chunk_size, seed
+
+    def estimate(self, trainer, pl_module):
+        from clexp.curvature import diag_fisher
+
+        x, y = experience_shard(trainer, pl_module, self.max_samples, self.seed)
+        i = int(pl_module.experience)
+        g = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104729 + i)
+        return diag_fisher(pl_module.model, x, y, variant=self.variant, samples=self.samples,
+                           chunk_size=self.chunk_size, output_mask=pl_module.output_mask(i), generator=g)

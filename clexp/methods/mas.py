@@ -1,0 +1,29 @@
+"""Memory Aware Synapses (Aljundi et al. 2018): λ·Σ Ω (θ − θ*)², Ω the mean over the experience's
+inputs of the per-sample |∂‖f(x)‖²₂/∂θ| (no labels), accumulated over experiences."""
+
+from __future__ import annotations
+
+from clexp.methods.base import ImportanceCallback, experience_shard
+from clexp.methods.quadratic import QuadraticPenalty
+
+
+class MASPenalty(QuadraticPenalty):
+    """λ·Σ Ω (θ − θ*)², Ω ← Ω + Ω_t, anchor the latest parameters."""
+
+    def __init__(self, lam: float):
+        super().__init__(lam, factor=1.0, mode="online", gamma=1.0)
+
+
+class MASImportance(ImportanceCallback):
+    """Mean per-sample |∂‖f(x)‖²/∂θ| over the experience's inputs."""
+
+    def __init__(self, max_samples: int | None = None, chunk_size: int = 256, seed: int = 0, plot: bool = True):
+        super().__init__(plot)
+        self.max_samples, self.chunk_size, self.seed = max_samples, chunk_size, seed
+
+    def estimate(self, trainer, pl_module):
+        from clexp.curvature import mas_importance
+
+        x, _ = experience_shard(trainer, pl_module, self.max_samples, self.seed)
+        return mas_importance(pl_module.model, x, chunk_size=self.chunk_size,
+                              output_mask=pl_module.output_mask(int(pl_module.experience)))
