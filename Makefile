@@ -3,17 +3,29 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := constraints.txt
 ARGS   ?=
 
-.PHONY: install run test test-fast sweep bench bench-tiny lint clean
+.PHONY: install lock run test test-fast sweep bench bench-tiny lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,sweeps]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,sweeps]"
 	@touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install clexp (editable) with its test tools
+install: $(STAMP)  ## create .venv and install clexp (editable) with its test tools, at the tested versions of constraints.txt
+
+# not on $(STAMP): that would first reinstall the old pins over what is being locked
+lock:  ## refresh constraints.txt from the versions installed in .venv (e.g. after .venv/bin/pip install -U PKG)
+	@test -x $(BIN)/python || { echo "make lock: no $(VENV); run make install first" >&2; exit 1; }
+	@{ echo "# The tested versions of every package in $(VENV); \`make install\` installs them (pip install -c $(LOCK))."; \
+	   echo "# Made by \`make lock\` (pip freeze --all --exclude-editable, clexp itself left out): do not edit by hand."; \
+	   echo "# The version ranges stay in pyproject.toml. Locked with $$($(BIN)/python -c \
+	     'import platform; print("Python", platform.python_version(), "on", platform.system(), platform.machine())')."; \
+	   $(BIN)/python -m pip freeze --all --exclude-editable | grep -v -i -E '^clexp( |=|@|$$)'; } > $(LOCK).tmp
+	@mv $(LOCK).tmp $(LOCK) && touch $(STAMP)
+	@echo "$(LOCK): $$(grep -c '==' $(LOCK)) packages pinned"
 
 run: $(STAMP)  ## the default experiment: Split Digits, class-IL, MLP, naive (offline); ARGS="key=value ..." to override
 	$(BIN)/clexp $(ARGS)

@@ -13,14 +13,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from clexp import ddp
+from clexp import conf_source, ddp
 
 # Light imports only up to here: `main` sets the cache folders before Lightning (through torchmetrics)
 # imports matplotlib, which would otherwise write its font cache into the home folder.
 
 log = logging.getLogger("clexp")
-# conf/ sits beside the package in the repository (editable install, as `make` sets it up)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# the configs: clexp/conf/ in an installed wheel, the repository's top-level conf/ otherwise (conf_source.py)
+CONF_DIR = Path(conf_source.config_dir())
 
 
 def _context() -> tuple[Path, bool, str | None]:
@@ -147,7 +147,7 @@ def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):
     return None
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=conf_source.CONFIG_PATH, config_name="config")
 def _app(cfg: DictConfig) -> float | None:
     return run(cfg)
 
