@@ -1,3 +1,14 @@
-"""clexp: continual-learning experiments with regularization methods on Lightning and Hydra."""
+"""clexp: continual-learning experiments with regularization methods on Lightning and Hydra.
+
+`clexp.run(overrides=[...], config_dir=None)` runs one experiment from Python and returns its
+results dict; the `clexp` command is the same path for the command line.
+"""
 
 __version__ = "0.1.0"
+
+
+def run(overrides=(), config_dir=None) -> dict:
+    """See `clexp.train.run` (imported lazily: `import clexp` stays light)."""
+    from clexp.train import run as _run
+
+    return _run(overrides, config_dir)

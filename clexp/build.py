@@ -1,30 +1,123 @@
-"""Objects from config nodes: `hydra.utils.instantiate`, minus the bookkeeping keys clexp adds."""
+"""Objects from config nodes: `hydra.utils.instantiate`, with the errors a user can fix shown as one
+line that names the config key they set.
+
+A `ConfigError` raised by a constructor names its own argument (`lam`); `build(node, "method.regularizer")`
+turns that into the key the user sets: the interpolation the argument comes from (`${method.lam}` →
+`method.lam`), or else `<path>.<argument>`.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-# keys that describe a config node but are no arguments of its `_target_`
-META_KEYS = ("name", "multihead", "n_classes", "callback")
+from clexp.errors import ConfigError
+
+_INTERPOLATION = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")
 
 
-def build(node: DictConfig | None, **kwargs: Any) -> Any:
-    """`instantiate(node, **kwargs)` without clexp's descriptive keys; None stays None."""
-    if node is None:
+def user_key(node: DictConfig | None, path: str, key: str) -> str:
+    """The config key a user sets for argument `key` of the node at `path`."""
+    head = key.split(".", 1)[0]
+    if isinstance(node, DictConfig) and head in node:
+        raw = OmegaConf.to_container(node, resolve=False).get(head)
+        match = _INTERPOLATION.match(raw) if isinstance(raw, str) else None
+        if match:
+            return match.group(1) + key[len(head):]
+    return f"{path}.{key}" if path else key
+
+
+def build(node: DictConfig | None, path: str = "", **kwargs: Any) -> Any:
+    """`instantiate(node, **kwargs)`; None (or an empty node) stays None."""
+    if node is None or (isinstance(node, DictConfig) and not node):
         return None
     from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
 
     from clexp.data.base import DataError
 
-    cfg = OmegaConf.to_container(node, resolve=True)
-    for key in META_KEYS:
-        cfg.pop(key, None)
     try:
-        return instantiate(cfg, **kwargs)
+        return instantiate(node, **kwargs)
     except InstantiationException as err:  # a user-facing error inside the target: show it, not the wrapper
-        if isinstance(err.__cause__, (DataError, ValueError)):
-            raise err.__cause__ from None
+        cause = err.__cause__
+        if isinstance(cause, ConfigError):
+            raise ConfigError(user_key(node, path, cause.key), cause.value, cause.allowed) from None
+        if isinstance(cause, (DataError, ValueError)):
+            raise cause from None
         raise
+    except ConfigError as err:  # raised by a callable returned with _partial_, or outside Hydra's wrapper
+        raise ConfigError(user_key(node, path, err.key), err.value, err.allowed) from None
+
+
+# ------------------------------------------------------------------------------ the run's components
+
+
+@dataclass
+class Components:
+    """Everything a run builds from its config before any data is read. Building them checks every
+    value: each object checks its own arguments in its constructor."""
+
+    scenario: Any  # clexp.stream.Scenario
+    regularizer: Any  # clexp.methods.base.Regularizer or None
+    method_callbacks: list
+    callbacks: list  # the `callbacks` group: run infrastructure, optimizer feeds, your own
+    optimizer: Callable  # params -> torch.optim.Optimizer
+    trainer: Callable  # **per-experience arguments -> clexp.trainer.Trainer
+    logging: Any  # clexp.loggers.Logging
+
+
+def build_named(nodes: DictConfig | None, path: str) -> list:
+    """A mapping `name: node` (null entries skipped) → the built objects, in order."""
+    if not nodes:
+        return []
+    built = [build(node, f"{path}.{name}") for name, node in nodes.items() if node is not None]
+    return [b for b in built if b is not None]
+
+
+def build_optimizer(node: DictConfig) -> Callable:
+    """The optimizer factory (`_partial_`), tried once on a dummy parameter so that its own checks
+    run now, before any data is read."""
+    import torch
+
+    lr = node.get("lr")
+    if "lr" in node and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+        raise ConfigError("optimizer.lr", lr, "a number > 0")
+    factory = build(node, "optimizer")
+    probe = torch.nn.Parameter(torch.zeros(1))
+    try:
+        optimizer = factory([probe])
+    except ConfigError as err:
+        raise ConfigError(user_key(node, "optimizer", err.key), err.value, err.allowed) from None
+    except ValueError as err:  # torch's own checks ("Invalid learning rate: -1")
+        raise ConfigError("optimizer", OmegaConf.to_container(node, resolve=True).get("_target_"), str(err)) from None
+    return factory
+
+
+def components(cfg: DictConfig) -> Components:
+    method = cfg.method
+    return Components(
+        scenario=build(cfg.scenario, "scenario"),
+        regularizer=build(method.get("regularizer"), "method.regularizer"),
+        method_callbacks=build_named(method.get("callbacks"), "method.callbacks"),
+        callbacks=build_named(cfg.get("callbacks"), "callbacks"),
+        optimizer=build_optimizer(cfg.optimizer),
+        trainer=build(cfg.trainer, "trainer"),
+        logging=build(cfg.logger, "logger"),
+    )
+
+
+def load_stream(cfg: DictConfig, scenario=None):
+    """The dataset source of `cfg.dataset`, turned into a stream by the scenario."""
+    scenario = scenario if scenario is not None else build(cfg.scenario, "scenario")
+    data = build(cfg.dataset, "dataset")
+    return scenario(data, bool(cfg.model.get("multihead")), int(cfg.seed))
+
+
+def build_model(cfg: DictConfig, stream):
+    """The model for `stream` (the model contract: clexp/models/__init__.py)."""
+    return build(cfg.model, "model", input_shape=stream.input_shape, n_outputs=stream.n_outputs,
+                 n_experiences=len(stream))

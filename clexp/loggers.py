@@ -6,9 +6,8 @@ import netrc
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from clexp.errors import check_choice
 
-LOGGERS = ("wandb", "csv", "none")
 
 
 def wandb_has_credentials() -> bool:
@@ -32,35 +31,57 @@ def wandb_mode(requested: str) -> str:
     return requested
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, tags: list[str], group: str | None, run_id: str | None = None):
-    """A Lightning logger for `cfg.logger.name`, writing inside `run_dir`, or None.
+class Logging:
+    """A logger choice (`conf/logger/*.yaml`), checked when built; called once per run with the run's
+    folder, name, tags, group and config to create the Lightning logger (or None)."""
 
-    `run_id` continues an existing wandb run (a resumed stream)."""
-    kind = cfg.logger.name
-    if kind == "none":
+    def __call__(self, run_dir: Path, name: str, tags: list[str], group: str | None, config: dict,
+                 run_id: str | None = None):
         return None
-    if kind == "csv":
+
+
+class NoLogging(Logging):
+    """No metric logger (results.json is still written)."""
+
+
+class CSVLogging(Logging):
+    """Lightning's CSVLogger: `csv/metrics.csv` in the run folder."""
+
+    def __call__(self, run_dir, name, tags, group, config, run_id=None):
         from pytorch_lightning.loggers import CSVLogger
 
         return CSVLogger(save_dir=str(run_dir), name="", version="csv")
-    from pytorch_lightning.loggers import WandbLogger
 
-    mode = wandb_mode(cfg.logger.mode)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_CONSOLE", "off")
-    logger = WandbLogger(
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        name=str(cfg.name),
-        save_dir=str(run_dir),
-        group=cfg.logger.group or group,
-        tags=sorted({*tags, *map(str, cfg.logger.tags)}),
-        mode=mode,
-        id=run_id,
-        resume="allow" if run_id else None,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
-    return logger
+
+class WandbLogging(Logging):
+    """Weights & Biases, into the run folder; `mode` auto = online with credentials, else offline.
+    `run_id` continues an existing wandb run (a resumed stream)."""
+
+    MODES = ("auto", "online", "offline", "disabled")
+
+    def __init__(self, project: str = "clexp", entity: str | None = None, mode: str = "auto",
+                 group: str | None = None, tags: list[str] = ()):
+        check_choice("mode", mode, self.MODES)
+        self.project, self.entity, self.mode, self.group = project, entity, mode, group
+        self.tags = [str(t) for t in tags]
+
+    def __call__(self, run_dir, name, tags, group, config, run_id=None):
+        from pytorch_lightning.loggers import WandbLogger
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        os.environ.setdefault("WANDB_CONSOLE", "off")
+        return WandbLogger(
+            project=self.project,
+            entity=self.entity,
+            name=name,
+            save_dir=str(run_dir),
+            group=self.group or group,
+            tags=sorted({*tags, *self.tags}),
+            mode=wandb_mode(self.mode),
+            id=run_id,
+            resume="allow" if run_id else None,
+            config=config,
+        )
 
 
 def define_wandb_steps(logger) -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clexp.methods.base import Regularizer
+from torch.nn.modules.batchnorm import _NormBase
 
 
 def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
@@ -28,6 +29,27 @@ def loss_scale(trainer, device: torch.device) -> torch.Tensor | None:
     return scaler.scale(torch.ones((), device=device))
 
 
+def norm_layers_with_statistics(model: nn.Module) -> list[nn.Module]:
+    """The layers whose running statistics move in train mode: BatchNorm (any dimension, synced or
+    lazy) and InstanceNorm with `track_running_stats=True`."""
+    return [m for m in model.modules() if isinstance(m, _NormBase) and m.track_running_stats]
+
+
+class FeatureRecorder:
+    """A forward hook on `model.features` that keeps its output while armed (the training step's
+    own forward), so a regularizer reuses it instead of running the backbone a second time. A small
+    object rather than a bound method: a deep copy of the model copies the hook, not the module."""
+
+    __slots__ = ("armed", "output")
+
+    def __init__(self):
+        self.armed, self.output = False, None
+
+    def __call__(self, module, inputs, output):
+        if self.armed:
+            self.output = output
+
+
 class ContinualModule(pl.LightningModule):
     """Cross-entropy on the current experience plus `regularizer(model, x, t, raw_logits)`.
 
@@ -42,6 +64,15 @@ class ContinualModule(pl.LightningModule):
     `manual_backward` and Lightning's optimizer wrapper keep DDP's gradient all-reduce and mixed
     precision's loss scaling; the closure machinery of automatic optimization, which costs about a
     tenth of a small model's step, is skipped.
+
+    A regularizer with `needs_features = True` (LwF with several heads) is called with
+    `features=`: the output of `model.features` in the step's own forward, recorded by a forward
+    hook (the backbone runs once per step, so BatchNorm statistics move once).
+
+    With `model.freeze_norm_stats` true, from the second experience on (`experience > 0`, a
+    checkpointed buffer: a resumed run freezes alike) every normalisation layer of the model with
+    running statistics is kept in eval mode during training: the statistics stay where the first
+    experience left them, the affine parameters still train.
     """
 
     def __init__(
@@ -62,6 +93,14 @@ class ContinualModule(pl.LightningModule):
         self.gradient_clip_val = gradient_clip_val
         self.register_buffer("experience", torch.zeros((), dtype=torch.long))
         self.register_buffer("task_masks", task_masks)
+        self._features = None
+        if regularizer is not None and getattr(regularizer, "needs_features", False):
+            if not isinstance(getattr(model, "features", None), nn.Module):
+                raise TypeError(f"{type(regularizer).__name__} needs `model.features` (the model contract: "
+                                "clexp/models/__init__.py)")
+            self._features = FeatureRecorder()
+            model.features.register_forward_hook(self._features)
+        self._frozen_norms: list[nn.Module] = []
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         """Masked logits (task-IL) or plain logits."""
@@ -76,13 +115,21 @@ class ContinualModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y, t = batch
         optimizer = self.optimizers()
-        raw = self.model(x, t)
+        recorder = self._features
+        if recorder is not None:
+            recorder.armed = True
+            raw = self.model(x, t)
+            recorder.armed, features, recorder.output = False, recorder.output, None
+        else:
+            raw = self.model(x, t)
         loss = F.cross_entropy(mask_logits(raw, self.task_masks, t), y)
         log_now, reg = self._log_now(), self.regularizer
         if reg is None:
             penalty = None
         elif reg.analytic_gradient:  # its gradient is added after the backward; its value when logged
             penalty = reg.value(self.model) if log_now else None
+        elif recorder is not None:
+            penalty = reg(self.model, x, t, raw, features=features)
         else:
             penalty = reg(self.model, x, t, raw)
         terms = {"loss": loss.detach()}
@@ -106,6 +153,26 @@ class ContinualModule(pl.LightningModule):
         Under mixed precision the gradients are still scaled here: the penalty's is scaled alike."""
         if self.regularizer is not None and self.regularizer.analytic_gradient:
             self.regularizer.add_gradient(self.model, loss_scale(self._trainer, self.device))
+
+    def norm_stats_frozen(self) -> bool:
+        """True when the normalisation statistics must not move now: `model.freeze_norm_stats` and
+        experience > 0 (derived from the checkpointed experience index, never a flag of its own)."""
+        return bool(getattr(self.model, "freeze_norm_stats", False)) and int(self.experience) > 0
+
+    def on_train_start(self) -> None:
+        """Decide once per experience (one host read of `experience`) which layers stay in eval mode."""
+        self._frozen_norms = norm_layers_with_statistics(self.model) if self.norm_stats_frozen() else []
+        self._freeze_norms()
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._freeze_norms()  # again at every step: a callback may have put the whole model back in train mode
+
+    def on_train_end(self) -> None:
+        self._frozen_norms = []
+
+    def _freeze_norms(self) -> None:
+        for m in self._frozen_norms:
+            m.training = False  # a normalisation layer has no children: no recursive eval()
 
     def _log_now(self) -> bool:
         """Log (and refresh the bar's numbers) every `log_every_n_steps` steps only: `self.log` costs

@@ -54,3 +54,58 @@ def format_table(results: dict) -> str:
         f"BWT {_fmt(m['bwt']).strip()}%   FWT {_fmt(m['fwt']).strip()}%"
     )
     return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    """The library versions a run used (recorded in results.json)."""
+    import platform
+
+    import hydra
+    import pytorch_lightning as pl
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "hydra": hydra.__version__,
+    }
+
+
+def collect(cfg, accuracy, train_seconds: list[float], total_seconds: float, n_experiences: int,
+            run_dir: Path) -> dict:
+    """The results dict of a completed run (what `results.json` holds)."""
+    from omegaconf import OmegaConf
+
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "seed": int(cfg.seed),
+        "status": "completed",
+        "acc_matrix": accuracy.rows,
+        "baseline_acc": accuracy.baseline,
+        "metrics": accuracy.summary,
+        "timings": {
+            "train_s": list(train_seconds),
+            "eval_s": accuracy.eval_seconds,
+            "total_s": total_seconds,
+        },
+        "versions": versions(),
+        "n_experiences": n_experiences,
+        "run_dir": str(run_dir),
+    }
+
+
+def finish_outputs(results: dict, cfg, accuracy, run_dir: Path, logger) -> None:
+    """Write results.json, the run's figures, and close the wandb run with its summary."""
+    write_results(results, run_dir)
+    if accuracy.rows and cfg.get("plots", True):
+        from clexp.plots import run_figures
+
+        run_figures(accuracy.rows, run_dir, str(cfg.name), logger)
+    if logger is not None and hasattr(logger, "experiment"):
+        from pytorch_lightning.loggers import WandbLogger
+
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            run.summary.update({f"final/{k}": v for k, v in results["metrics"].items() if v is not None})
+            run.finish()

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import torch
 
 from clexp.data.base import SourceData
+from clexp.errors import ConfigError, check, check_choice, check_int, check_number
 
 INCREMENTAL = ("task", "domain", "class")
-SCENARIOS = ("split", "permuted", "rotated")
 
 
 @dataclass
@@ -208,20 +208,78 @@ def build_rotated(data, n_experiences, incremental, multihead=False, angles=None
     return _transformed_stream(data, n_experiences, incremental, multihead, fns, "rotated")
 
 
-def build_stream(data: SourceData, scenario, multihead: bool = False, seed: int = 0) -> Stream:
-    """Dispatch on `scenario.name` (a config node or dict with the keys of conf/scenario/*.yaml)."""
-    name, inc, n = scenario["name"], scenario["incremental"], int(scenario["n_experiences"])
-    if inc not in INCREMENTAL:
-        raise ValueError(f"scenario.incremental={inc!r}: allowed are {', '.join(INCREMENTAL)}")
-    if multihead and inc != "task":
-        raise ValueError(f"model.multihead=true needs scenario.incremental=task, not {inc!r}")
-    sseed = scenario.get("seed") if scenario.get("seed") is not None else seed
-    if name == "split":
-        return build_split(
-            data, n, inc, multihead, scenario.get("class_order"), bool(scenario.get("shuffle_classes")), sseed
-        )
-    if name == "permuted":
-        return build_permuted(data, n, inc, multihead, sseed, bool(scenario.get("first_identity", True)))
-    if name == "rotated":
-        return build_rotated(data, n, inc, multihead, scenario.get("angles"), float(scenario.get("max_angle", 180)))
-    raise ValueError(f"scenario.name={name!r}: allowed are {', '.join(SCENARIOS)}")
+class Scenario:
+    """A scenario turns a dataset (`SourceData`) into a `Stream`; built from `conf/scenario/*.yaml`.
+
+    `seed` (null: the run's seed) draws the class order, permutations... ; `name` prefixes the
+    stream's name. Subclasses check their own values when constructed (before any data is read).
+    """
+
+    def __init__(self, incremental: str = "class", n_experiences: int = 5, seed: int | None = None,
+                 name: str | None = None):
+        check_choice("incremental", incremental, INCREMENTAL)
+        check_int("n_experiences", n_experiences)
+        check_int("seed", seed, low=0, allow_none=True)
+        self.incremental, self.n_experiences, self.seed = incremental, int(n_experiences), seed
+        self.name = name or type(self).__name__.lower()
+
+    def __call__(self, data: SourceData, multihead: bool = False, run_seed: int = 0) -> Stream:
+        if multihead and self.incremental != "task":
+            raise ConfigError("model.multihead", True,
+                              f"multi-head models need scenario.incremental=task (got {self.incremental})")
+        return self.build(data, multihead, self.seed if self.seed is not None else run_seed)
+
+    def build(self, data: SourceData, multihead: bool, seed: int) -> Stream:
+        raise NotImplementedError
+
+    def check_classes(self, n_classes: int, dataset: str) -> None:
+        """Check this scenario against a dataset of `n_classes` classes (before its data is read)."""
+
+
+class Split(Scenario):
+    """The classes partitioned into `n_experiences` equal groups, in (seeded) class order."""
+
+    def __init__(self, incremental: str = "class", n_experiences: int = 5, class_order: list[int] | None = None,
+                 shuffle_classes: bool = False, seed: int | None = None, name: str = "split"):
+        super().__init__(incremental, n_experiences, seed, name)
+        self.class_order = None if class_order is None else [int(c) for c in class_order]
+        self.shuffle_classes = bool(shuffle_classes)
+
+    def check_classes(self, n_classes: int, dataset: str) -> None:
+        check(n_classes % self.n_experiences == 0, "n_experiences", self.n_experiences,
+              f"a divisor of the {n_classes} classes of dataset={dataset}")
+        if self.class_order is not None:
+            check(sorted(self.class_order) == list(range(n_classes)), "class_order", self.class_order,
+                  f"a permutation of 0..{n_classes - 1}")
+
+    def build(self, data, multihead, seed):
+        return build_split(data, self.n_experiences, self.incremental, multihead, self.class_order,
+                           self.shuffle_classes, seed)
+
+
+class Permuted(Scenario):
+    """Every experience holds all classes behind its own fixed, seeded pixel permutation."""
+
+    def __init__(self, incremental: str = "domain", n_experiences: int = 5, first_identity: bool = True,
+                 seed: int | None = None, name: str = "permuted"):
+        super().__init__(incremental, n_experiences, seed, name)
+        self.first_identity = bool(first_identity)
+
+    def build(self, data, multihead, seed):
+        return build_permuted(data, self.n_experiences, self.incremental, multihead, seed, self.first_identity)
+
+
+class Rotated(Scenario):
+    """Every experience holds all classes rotated by its own fixed angle."""
+
+    def __init__(self, incremental: str = "domain", n_experiences: int = 5, angles: list[float] | None = None,
+                 max_angle: float = 180.0, seed: int | None = None, name: str = "rotated"):
+        super().__init__(incremental, n_experiences, seed, name)
+        if angles is not None and len(angles) != self.n_experiences:
+            raise ConfigError("angles", list(angles), f"one angle per experience ({self.n_experiences})")
+        check_number("max_angle", max_angle)
+        self.angles = None if angles is None else [float(a) for a in angles]
+        self.max_angle = float(max_angle)
+
+    def build(self, data, multihead, seed):
+        return build_rotated(data, self.n_experiences, self.incremental, multihead, self.angles, self.max_angle)

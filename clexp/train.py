@@ -31,12 +31,12 @@ def _context() -> tuple[Path, bool, str | None]:
     return Path(hc.runtime.output_dir), multirun, group
 
 
-def resume_target(cfg: DictConfig) -> tuple[Path, DictConfig, dict]:
+def resume_target(cfg: DictConfig, overrides: list[str]) -> tuple[Path, DictConfig, dict]:
     """The run folder to continue, its original config and its last stream checkpoint."""
     from omegaconf import OmegaConf
 
     from clexp import checkpoint
-    from clexp.validation import ConfigError
+    from clexp.errors import ConfigError
 
     folder = Path(str(cfg.resume)).expanduser()
     ckpt, saved_cfg = checkpoint.last_checkpoint(folder), folder / ".hydra" / "config.yaml"
@@ -48,41 +48,54 @@ def resume_target(cfg: DictConfig) -> tuple[Path, DictConfig, dict]:
     except Exception as err:
         raise ConfigError("resume", str(cfg.resume), f"its checkpoint {ckpt} cannot be read ({err})") from err
     original = OmegaConf.load(saved_cfg)
-    ignored = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    ignored = [o for o in overrides if not o.startswith("resume=")]
     if ignored:
         log.warning("resume: the run continues with its original config; ignored: %s", " ".join(ignored))
     return folder, original, state
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Run one experiment; return the final average accuracy (the objective of sweepers)."""
+def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool = False,
+            group: str | None = None) -> dict:
+    """Validate `cfg`, run its stream into `run_dir`, return the results dict (what results.json holds).
+
+    Bad input raises `ConfigError` / `DataError` / `ValueError`; a NaN or inf stops with
+    `NonFiniteError`. The CLI turns these into one line and an exit code; `clexp.run` lets them rise.
+    """
+    from clexp.presets import apply_preset
+    from clexp.runner import StreamRunner
+    from clexp.validation import validate
+
+    applied = apply_preset(cfg, overrides)
+    if applied:
+        print(f"preset {cfg.preset.name}: {' '.join(applied)}")
+    parts = validate(cfg)
+    state = None
+    if cfg.get("resume"):
+        run_dir, cfg, state = resume_target(cfg, overrides)
+        parts = validate(cfg)
+        print(f"Resuming {run_dir} after experience {state['experience']}"
+              f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
+    keep_writes_inside(run_dir, cfg)
+    runner = StreamRunner(cfg, run_dir, group, resume=state, parts=parts)
+    with ddp.sweep_job(multirun, run_dir):
+        results = runner.run()
+    results["is_global_zero"] = runner.is_global_zero
+    return results
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """One job of the CLI (a single run or one job of a sweep); return the final average accuracy
+    (the objective of sweepers). Bad input: one line on stderr and an exit code (a sweep goes on)."""
     from clexp.callbacks.finite_guard import NonFiniteError
     from clexp.data.base import DataError
     from clexp.results import format_table
-    from clexp.runner import StreamRunner
-    from clexp.validation import ConfigError, validate
 
     run_dir, multirun, group = _context()
     if cfg.get("task"):  # a geometry experiment (conf/experiment/ngd_linreg.yaml, ...)
         return run_geometry(cfg, run_dir, multirun)
     try:
-        from clexp.presets import apply_preset
-
-        applied = apply_preset(cfg, list(HydraConfig.get().overrides.task))
-        if applied:
-            print(f"preset {cfg.preset.name}: {' '.join(applied)}")
-        validate(cfg)
-        state = None
-        if cfg.get("resume"):
-            run_dir, cfg, state = resume_target(cfg)
-            validate(cfg)
-            print(f"Resuming {run_dir} after experience {state['experience']}"
-                  f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
-        keep_writes_inside(run_dir, cfg)
-        runner = StreamRunner(cfg, run_dir, group, resume=state)
-        with ddp.sweep_job(multirun, run_dir):
-            results = runner.run()
-    except (ConfigError, DataError, ValueError) as err:  # a user's mistake: one line, no traceback wall
+        results = execute(cfg, run_dir, list(HydraConfig.get().overrides.task), multirun, group)
+    except (DataError, ValueError) as err:  # a user's mistake (ConfigError is a ValueError): one line
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}", exit_code=2)
     except NonFiniteError as err:
         return _fail(run_dir, multirun, f"non-finite value: {err}", exit_code=3)
@@ -90,11 +103,42 @@ def run(cfg: DictConfig) -> float | None:
         if not multirun:
             raise
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}\n{traceback.format_exc()}", exit_code=1)
-    if getattr(runner, "is_global_zero", True):
+    if results.pop("is_global_zero", True):
         print()
         print(format_table(results))
-        print(f"\nResults: {run_dir / 'results.json'}")
+        print(f"\nResults: {Path(results['run_dir']) / 'results.json'}")
     return results["metrics"]["avg_acc"]
+
+
+def run(overrides: list[str] = (), config_dir: str | None = None) -> dict:
+    """Run one experiment from Python (a notebook, a script) and return its results dict — the same
+    config as `clexp OVERRIDE ...` composes (Hydra's compose API), the same run folder layout
+    (`.hydra/config.yaml` included, so `resume=` works), the same results.json.
+
+    `config_dir`: a folder of your own configs (e.g. `method/mine.yaml`) added to the search path,
+    like `clexp --config-dir DIR`. Bad input raises `ConfigError` / `DataError` (no exit).
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    overrides = list(overrides)
+    extra = [f"hydra.searchpath=[file://{Path(config_dir).expanduser().resolve()}]"] if config_dir else []
+    set_cache_dirs(data_dir_from_argv(overrides))
+    with initialize_config_dir(conf_source.config_dir(), version_base="1.3", job_name="clexp"):
+        cfg = compose(conf_source.CONFIG_NAME, overrides=[*overrides, *extra], return_hydra_config=True)
+    run_dir = Path(str(cfg.hydra.run.dir))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    if cfg.get("task"):
+        from clexp.geometry import run_task
+
+        return run_task(cfg, run_dir)
+    results = execute(cfg, run_dir, overrides)
+    results.pop("is_global_zero", None)
+    return results
 
 
 def set_cache_dirs(data_dir: str) -> None:
@@ -149,11 +193,14 @@ def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):
 
 @hydra.main(version_base="1.3", config_path=conf_source.CONFIG_PATH, config_name="config")
 def _app(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    return run_job(cfg)
 
 
-def main() -> None:
-    """The console script: a DDP child of a sweep job runs that job alone, then the Hydra app."""
+def main(argv: list[str] | None = None) -> None:
+    """The console script (`argv`: its arguments, default the command line's): a DDP child of a sweep
+    job runs that job alone, then the Hydra app."""
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
     ddp.redirect_sweep_child()
     set_cache_dirs(data_dir_from_argv(sys.argv[1:]))
     _app()

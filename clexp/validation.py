@@ -1,19 +1,19 @@
-"""Checks every config value before any data is loaded or model built: one readable line per error."""
+"""Checks before any data is loaded or model built: one readable line per error.
+
+Single values are checked by the objects they configure (their constructors, run by
+`clexp.build.components` before any data is read); this module keeps the top-level keys (`seed`,
+`train.*`), the checks that span groups (the scenario against the dataset and the model), and the
+devices the Trainer will ask for.
+"""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from clexp.loggers import LOGGERS
-from clexp.stream import INCREMENTAL, SCENARIOS
+from clexp.build import Components, components
+from clexp.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A config value that is not allowed: names the key, the value and what is allowed."""
-
-    def __init__(self, key: str, value, allowed: str):
-        self.key = key
-        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+__all__ = ["ConfigError", "validate"]
 
 
 def _check(cond: bool, key: str, value, allowed: str) -> None:
@@ -25,11 +25,12 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise `ConfigError` for the first bad value found."""
+def validate(cfg: DictConfig) -> Components:
+    """Raise `ConfigError` for the first bad value found; return the run's components (built, hence
+    checked: every object checks its own arguments)."""
     _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
 
-    train = cfg.train
+    train = cfg.train  # top-level keys, read by the runner itself
     epochs, iterations = train.get("epochs"), train.get("iterations")
     _check(epochs is not None or iterations is not None, "train.epochs", epochs,
            "set train.epochs or train.iterations (per experience)")
@@ -39,48 +40,31 @@ def validate(cfg: DictConfig) -> None:
         _check(isinstance(epochs, int) and epochs >= 1, "train.epochs", epochs, "an integer >= 1")
     _check(isinstance(train.batch_size, int) and train.batch_size >= 1, "train.batch_size", train.batch_size,
            "an integer >= 1")
+    _check(isinstance(train.eval_batch_size, int) and train.eval_batch_size >= 1, "train.eval_batch_size",
+           train.eval_batch_size, "an integer >= 1")
 
-    sc = cfg.scenario
-    _check(sc.name in SCENARIOS, "scenario.name", sc.name, ", ".join(SCENARIOS))
-    _check(sc.incremental in INCREMENTAL, "scenario.incremental", sc.incremental, ", ".join(INCREMENTAL))
-    _check(isinstance(sc.n_experiences, int) and sc.n_experiences >= 1, "scenario.n_experiences",
-           sc.n_experiences, "an integer >= 1")
-    n_classes = cfg.dataset.get("n_classes")
-    if sc.name == "split" and n_classes:
-        _check(n_classes % sc.n_experiences == 0, "scenario.n_experiences", sc.n_experiences,
-               f"a divisor of the {n_classes} classes of dataset={cfg.dataset.name}")
-        order = sc.get("class_order")
-        if order is not None:
-            _check(sorted(order) == list(range(n_classes)), "scenario.class_order", list(order),
-                   f"a permutation of 0..{n_classes - 1}")
+    _validate_method(cfg.method)
+    parts = components(cfg)
+
+    # checks that span groups: the scenario against the dataset and the model
+    sc, n_classes = parts.scenario, cfg.dataset.get("n_classes")
+    if n_classes:  # known before loading (null for files whose classes are known once read)
+        try:
+            sc.check_classes(int(n_classes), str(cfg.dataset.get("name", "")))
+        except ConfigError as err:
+            raise ConfigError(f"scenario.{err.key}", err.value, err.allowed) from None
     if cfg.model.get("multihead"):
         _check(sc.incremental == "task", "model.multihead", True,
                f"multi-head models need scenario.incremental=task (got {sc.incremental})")
-
-    _validate_method(cfg.method)
-
-    lr = cfg.optimizer.get("lr")
-    _check(_number(lr) and lr > 0, "optimizer.lr", lr, "a number > 0")
-    if cfg.optimizer.get("name") == "ngd":
-        o = cfg.optimizer
-        _check(_number(o.damping) and o.damping >= 0, "optimizer.damping", o.damping, "a number >= 0")
-        _check(_number(o.beta) and 0 <= o.beta < 1, "optimizer.beta", o.beta, "a number in [0, 1)")
-        _check(o.fisher in ("diag", "kfac"), "optimizer.fisher", o.fisher, "diag, kfac")
-        every = o.callback.update_every
-        _check(isinstance(every, int) and every >= 1, "optimizer.callback.update_every", every, "an integer >= 1")
-
     _validate_devices(cfg.trainer)
-
-    _check(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, ", ".join(LOGGERS))
-    if cfg.logger.name == "wandb":
-        modes = ("auto", "online", "offline", "disabled")
-        _check(cfg.logger.mode in modes, "logger.mode", cfg.logger.mode, ", ".join(modes))
+    return parts
 
 
 FISHER_VARIANTS = ("exact", "sampled", "empirical", "batch")
 
 
 def _validate_method(m: DictConfig) -> None:
+    """The methods' values (to move into the methods' constructors)."""
     for key in ("lam", "c"):
         if key in m:
             _check(_number(m[key]) and m[key] >= 0, f"method.{key}", m[key], "a number >= 0")

@@ -38,8 +38,7 @@ def run_stream(run_dir: Path, overrides: list[str] = (), fast: bool = True) -> d
 
     cfg = compose([*(FAST if fast else []), *overrides])
     apply_preset(cfg, list(overrides))
-    validate(cfg)
-    return StreamRunner(cfg, run_dir).run()
+    return StreamRunner(cfg, run_dir, parts=validate(cfg)).run()
 
 
 def clexp_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300, clear: list[str] = ()):
@@ -58,3 +57,33 @@ def mnist_dir() -> Path:
     if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("../shared/data/mnist-t10k is not present")
     return SHARED_MNIST
+
+
+class CliResult:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def clexp_main(monkeypatch, capsys):
+    """`clexp ARGS` in this process (from `cwd`): the console script's own `main`, its exit code and
+    output. Far faster than a subprocess for runs that stop early (bad input)."""
+
+    def call(args: list[str], cwd: Path) -> CliResult:
+        from hydra.core.global_hydra import GlobalHydra
+
+        from clexp.train import main
+
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = 0
+        try:
+            main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        finally:
+            GlobalHydra.instance().clear()
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return call

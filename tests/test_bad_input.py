@@ -25,12 +25,20 @@ CASES = [
     ("trainer.accelerator=gpu", "trainer.accelerator"),
     ("resume=/nonexistent/run", "resume"),
     ("scenario.incremental=sideways", "scenario.incremental"),
+    ("scenario=permuted scenario.n_experiences=0", "scenario.n_experiences"),
+    ("scenario=rotated scenario.angles=[0,90]", "scenario.angles"),
+    ("logger=wandb logger.mode=sometimes", "logger.mode"),
+    ("optimizer=ngd optimizer.damping=-1", "optimizer.damping"),
+    ("optimizer=ngd optimizer.fisher=full", "optimizer.fisher"),
+    ("optimizer=ngd callbacks.ngd_fisher.update_every=0", "callbacks.ngd_fisher.update_every"),
+    ("optimizer=adam optimizer.betas=[2.0,0.9]", "optimizer"),
+    ("train.eval_batch_size=0", "train.eval_batch_size"),
 ]
 
 
 @pytest.mark.parametrize("overrides,key", CASES, ids=[c[1] + ":" + c[0].split()[-1] for c in CASES])
-def test_bad_value_is_rejected_with_its_key(tmp_path, overrides, key):
-    out = clexp_cli([*QUICK, *overrides.split()], tmp_path)
+def test_bad_value_is_rejected_with_its_key(tmp_path, clexp_main, overrides, key):
+    out = clexp_main([*QUICK, *overrides.split()], tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
     lines = [line for line in out.stderr.splitlines() if line.startswith("clexp: error:")]
     assert len(lines) == 1 and key in lines[0], out.stderr
@@ -40,16 +48,16 @@ def test_bad_value_is_rejected_with_its_key(tmp_path, overrides, key):
 
 @pytest.mark.parametrize("overrides", ["method=nonexistent", "scenario=nonexistent", "model=nonexistent",
                                        "optimizer=nonexistent"])
-def test_unknown_group_option_is_named_by_hydra(tmp_path, overrides):
-    out = clexp_cli([*QUICK, overrides], tmp_path)
+def test_unknown_group_option_is_named_by_hydra(tmp_path, clexp_main, overrides):
+    out = clexp_main([*QUICK, overrides], tmp_path)
     assert out.returncode != 0
     group = overrides.split("=")[0]
     assert f"Could not find '{group}/nonexistent'" in out.stderr
     assert "Available options" in out.stderr
 
 
-def test_exploding_learning_rate_stops_with_the_loss_named(tmp_path):
-    out = clexp_cli([*QUICK, "optimizer.lr=1e12", "train.epochs=3"], tmp_path)
+def test_exploding_learning_rate_stops_with_the_loss_named(tmp_path, clexp_main):
+    out = clexp_main([*QUICK, "optimizer.lr=1e12", "train.epochs=3"], tmp_path)
     assert out.returncode == 3, out.stderr
     assert "experience 0, step" in out.stderr and "the loss became" in out.stderr
 

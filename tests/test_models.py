@@ -72,9 +72,9 @@ def test_resnet18_on_other_sizes(shape):
 @pytest.mark.parametrize(
     "factory,shape",
     [
-        (lambda s, o, h: MLP(s, o, hidden=[5], n_heads=h), (4,)),
-        (lambda s, o, h: CNN(s, o, channels=[4], hidden=[6], n_heads=h), (1, 8, 8)),
-        (lambda s, o, h: ResNet18(s, o, n_heads=h, width=4), (3, 8, 8)),
+        (lambda s, o, h: MLP(s, o, hidden=[5], n_experiences=h, multihead=h > 1), (4,)),
+        (lambda s, o, h: CNN(s, o, channels=[4], hidden=[6], n_experiences=h, multihead=h > 1), (1, 8, 8)),
+        (lambda s, o, h: ResNet18(s, o, n_experiences=h, multihead=h > 1, width=4), (3, 8, 8)),
     ],
 )
 def test_multihead_picks_each_samples_head(factory, shape):
@@ -96,7 +96,7 @@ def test_multihead_picks_each_samples_head(factory, shape):
 
 
 def test_multihead_adds_one_head_of_parameters_per_task():
-    single, multi = CNN((1, 8, 8), 2), CNN((1, 8, 8), 2, n_heads=5)
+    single, multi = CNN((1, 8, 8), 2), CNN((1, 8, 8), 2, n_experiences=5, multihead=True)
     assert n_params(multi) - n_params(single) == 4 * (128 * 2 + 2)
 
 

@@ -135,7 +135,7 @@ def copy_with(model: nn.Module) -> nn.Module:
 
 
 def test_distillation_multihead_distils_previous_heads_only():
-    model = MLP((6,), 2, hidden=[5], n_heads=3)
+    model = MLP((6,), 2, hidden=[5], n_experiences=3, multihead=True)
     lwf = Distillation(strength=1.0, temperature=1.0)
     lwf.bind(model)
     lwf.consolidate(model, output_classes=[0, 1], task=0)

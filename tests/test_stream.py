@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from clexp.data.base import SourceData
-from clexp.stream import build_permuted, build_rotated, build_split, build_stream, class_order
+from clexp.stream import build_permuted, build_rotated, build_split, class_order
 
 
 def toy(n_classes=10, per_class=6, shape=(1, 4, 4)) -> SourceData:
@@ -97,12 +97,17 @@ def test_rotated_uses_fixed_angles():
     assert torch.allclose(s[1].x_train, torch.rot90(d.x_train, 1, dims=(-2, -1)), atol=1e-4)
 
 
-def test_build_stream_dispatch_and_errors():
-    sc = {"name": "split", "incremental": "class", "n_experiences": 2}
-    assert len(build_stream(toy(), sc)) == 2
-    with pytest.raises(ValueError, match="incremental"):
-        build_stream(toy(), {**sc, "incremental": "bogus"})
+def test_scenario_objects_build_streams_and_check_their_values():
+    from clexp.errors import ConfigError
+    from clexp.stream import Permuted, Rotated, Split
+
+    assert len(Split(incremental="class", n_experiences=2)(toy())) == 2
+    assert Split(n_experiences=2)(toy()).name == "split_toy"
+    with pytest.raises(ConfigError, match="incremental"):
+        Split(incremental="bogus", n_experiences=2)
+    with pytest.raises(ConfigError, match="n_experiences"):
+        Permuted(n_experiences=0)
+    with pytest.raises(ConfigError, match="angles"):
+        Rotated(n_experiences=3, angles=[0, 90])
     with pytest.raises(ValueError, match="multihead"):
-        build_stream(toy(), sc, multihead=True)
-    with pytest.raises(ValueError, match="scenario.name"):
-        build_stream(toy(), {**sc, "name": "bogus"})
+        Split(incremental="class", n_experiences=2)(toy(), multihead=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clexp.data.base import DataError, SourceData
+from clexp.data.base import DataError, SourceData, declared
 from clexp.data.torchvision_sources import resolve_root
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -145,7 +145,8 @@ def standardise(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tens
     return (x_train - mean) / std, (x_test - mean) / std
 
 
-def load_arrays(path: str | os.PathLike, name: str | None = None, normalize: bool = True) -> SourceData:
+def load_arrays(path: str | os.PathLike, name: str | None = None, normalize: bool = True,
+                n_classes: int | None = None) -> SourceData:
     """The four arrays of `path` (relative: from the launch folder) as a SourceData; `name`
     defaults to the file's stem."""
     path = resolve_root(path)
@@ -170,8 +171,8 @@ def load_arrays(path: str | os.PathLike, name: str | None = None, normalize: boo
         )
     if normalize:
         x_train, x_test = standardise(x_train, x_test)
-    n_classes = int(torch.cat([y_train, y_test]).max()) + 1
-    return SourceData(name or path.stem, x_train, y_train, x_test, y_test, n_classes)
+    declared_classes, n_classes = n_classes, int(torch.cat([y_train, y_test]).max()) + 1
+    return declared(SourceData(name or path.stem, x_train, y_train, x_test, y_test, n_classes), None, declared_classes)
 
 
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

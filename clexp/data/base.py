@@ -44,3 +44,13 @@ class SourceData:
     @property
     def is_image(self) -> bool:
         return self.x_train.dim() == 4
+
+
+def declared(data: SourceData, name: str | None, n_classes: int | None) -> SourceData:
+    """`data` renamed to the config's `name`, after checking the config's `n_classes` (known before
+    loading, so that the config could be checked before any data was read) against the data."""
+    if n_classes is not None and int(n_classes) != data.n_classes:
+        raise DataError(f"dataset.n_classes={n_classes} but {data.name} has {data.n_classes} classes")
+    if name:
+        data.name = name
+    return data

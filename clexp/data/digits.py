@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from clexp.data.base import SourceData
+from clexp.data.base import SourceData, declared
 
 
-def load_digits(test_fraction: float = 0.2, seed: int = 0) -> SourceData:
+def load_digits(test_fraction: float = 0.2, seed: int = 0, name: str = "digits",
+                n_classes: int | None = None) -> SourceData:
     """Load the digits as 1×8×8 images scaled to [0, 1] then standardised, split stratified by class."""
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
@@ -21,4 +22,5 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> SourceData:
     idx_train, idx_test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)
     mean, std = x[idx_train].mean(), x[idx_train].std()
     x = (x - mean) / std
-    return SourceData("digits", x[idx_train], y[idx_train], x[idx_test], y[idx_test], n_classes=10)
+    return declared(SourceData("digits", x[idx_train], y[idx_train], x[idx_test], y[idx_test], n_classes=10),
+                    name, n_classes)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from clexp.data.base import DataError, SourceData
+from clexp.data.base import DataError, SourceData, declared
 
 CACHE_DIR = "clexp-cache"
 CACHE_VERSION = 2
@@ -293,21 +293,25 @@ def load_torchvision(
     return SourceData(name, x_train, d["y_train"], x_test, d["y_test"], spec.n_classes)
 
 
-def load_mnist(root: str | os.PathLike = "data", download: bool = True, normalize: bool = True) -> SourceData:
+def load_mnist(root: str | os.PathLike = "data", download: bool = True, normalize: bool = True,
+        name: str = "mnist", n_classes: int | None = None) -> SourceData:
     """MNIST: 60,000 + 10,000 grey 28×28 digits, as 1×28×28 images."""
-    return load_torchvision("mnist", root, download, normalize)
+    return declared(load_torchvision("mnist", root, download, normalize), name, n_classes)
 
 
-def load_fashion_mnist(root: str | os.PathLike = "data", download: bool = True, normalize: bool = True) -> SourceData:
+def load_fashion_mnist(root: str | os.PathLike = "data", download: bool = True, normalize: bool = True,
+        name: str = "fashion_mnist", n_classes: int | None = None) -> SourceData:
     """Fashion-MNIST: 60,000 + 10,000 grey 28×28 clothing images of 10 classes."""
-    return load_torchvision("fashion_mnist", root, download, normalize)
+    return declared(load_torchvision("fashion_mnist", root, download, normalize), name, n_classes)
 
 
-def load_cifar10(root: str | os.PathLike = "data", download: bool = True, normalize: bool = True) -> SourceData:
+def load_cifar10(root: str | os.PathLike = "data", download: bool = True, normalize: bool = True,
+        name: str = "cifar10", n_classes: int | None = None) -> SourceData:
     """CIFAR-10: 50,000 + 10,000 colour 32×32 images of 10 classes, as 3×32×32."""
-    return load_torchvision("cifar10", root, download, normalize)
+    return declared(load_torchvision("cifar10", root, download, normalize), name, n_classes)
 
 
-def load_cifar100(root: str | os.PathLike = "data", download: bool = True, normalize: bool = True) -> SourceData:
+def load_cifar100(root: str | os.PathLike = "data", download: bool = True, normalize: bool = True,
+        name: str = "cifar100", n_classes: int | None = None) -> SourceData:
     """CIFAR-100: 50,000 + 10,000 colour 32×32 images of 100 (fine) classes, as 3×32×32."""
-    return load_torchvision("cifar100", root, download, normalize)
+    return declared(load_torchvision("cifar100", root, download, normalize), name, n_classes)

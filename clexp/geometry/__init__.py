@@ -29,14 +29,16 @@ def run_task(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def _log_figures(cfg: DictConfig, run_dir: Path) -> None:
-    if cfg.logger.name != "wandb":
+    from clexp.build import build
+    from clexp.loggers import WandbLogging, wandb_mode
+
+    logging = build(cfg.logger, "logger")
+    if not isinstance(logging, WandbLogging):
         return
     import wandb
 
-    from clexp.loggers import wandb_mode
-
-    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, name=str(cfg.task), dir=str(run_dir),
-                     mode=wandb_mode(cfg.logger.mode), config=OmegaConf.to_container(cfg, resolve=True),
+    run = wandb.init(project=logging.project, entity=logging.entity, name=str(cfg.task), dir=str(run_dir),
+                     mode=wandb_mode(logging.mode), config=OmegaConf.to_container(cfg, resolve=True),
                      tags=["geometry", str(cfg.task)])
     run.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted(run_dir.glob("*.png"))})
     run.finish()

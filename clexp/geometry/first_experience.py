@@ -6,18 +6,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clexp.build import build
+from clexp.build import build_model, build_optimizer, load_stream
 from clexp.loader import TensorLoader
-from clexp.runner import build_model, load_data
-from clexp.stream import build_stream
 
 
 def train_first_experience(cfg):
     torch.manual_seed(cfg.seed)
-    stream = build_stream(load_data(cfg), cfg.scenario, bool(cfg.model.get("multihead")), cfg.seed)
+    stream = load_stream(cfg)
     exp = stream[0]
     model = build_model(cfg, stream)
-    opt = build(cfg.optimizer)(model.parameters())
+    opt = build_optimizer(cfg.optimizer)(model.parameters())
     loader = TensorLoader((exp.x_train, exp.y_train), cfg.train.batch_size, seed=cfg.seed)
     model.train()
     for _ in range(cfg.train.epochs or 1):

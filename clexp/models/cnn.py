@@ -16,12 +16,16 @@ def CNN(
     n_outputs: int,
     channels: Sequence[int] = (32, 64),
     hidden: int | Sequence[int] = (128,),
-    n_heads: int = 1,
+    n_experiences: int = 1,
+    multihead: bool = False,
     batch_norm: bool = False,
     dropout: float = 0.0,
+    freeze_norm_stats: bool = False,
 ) -> ContinualClassifier:
     """[conv3×3 pad 1 (→ BatchNorm) → ReLU → MaxPool2] per entry of `channels` → Flatten →
-    [Linear → ReLU (→ Dropout)] per entry of `hidden` (one int: one layer) → head(s).
+    [Linear → ReLU (→ Dropout)] per entry of `hidden` (one int: one layer) → head(s) (one per
+    experience when `multihead`). `freeze_norm_stats`: BatchNorm statistics stop moving from the
+    second experience on (see clexp/models/__init__.py).
 
     Pooling stops once the maps are smaller than 4×4, so 8×8 digits keep 2×2 maps with two blocks."""
     if isinstance(hidden, int):
@@ -45,4 +49,5 @@ def CNN(
         width = convs(torch.zeros(1, *input_shape)).shape[1]
     convs.train()
     dense, width = dense_stack(width, hidden, dropout)
-    return ContinualClassifier(nn.Sequential(*layers, *dense), width, n_outputs, n_heads)
+    return ContinualClassifier(nn.Sequential(*layers, *dense), width, n_outputs,
+                               n_experiences if multihead else 1, freeze_norm_stats)

@@ -14,12 +14,16 @@ def MLP(
     input_shape: Sequence[int],
     n_outputs: int,
     hidden: Sequence[int] = (400, 400),
-    n_heads: int = 1,
+    n_experiences: int = 1,
+    multihead: bool = False,
     dropout: float = 0.0,
+    freeze_norm_stats: bool = False,
 ) -> ContinualClassifier:
-    """Flatten → [Linear → ReLU (→ Dropout)] per hidden width → head(s)."""
+    """Flatten → [Linear → ReLU (→ Dropout)] per hidden width → head(s) (one per experience when
+    `multihead`). It has no normalisation layer: `freeze_norm_stats` is accepted and changes nothing."""
     layers, width = dense_stack(math.prod(input_shape), hidden, dropout)
-    return ContinualClassifier(nn.Sequential(nn.Flatten(), *layers), width, n_outputs, n_heads)
+    return ContinualClassifier(nn.Sequential(nn.Flatten(), *layers), width, n_outputs,
+                               n_experiences if multihead else 1, freeze_norm_stats)
 
 
 def dense_stack(width: int, hidden: Sequence[int], dropout: float = 0.0) -> tuple[list[nn.Module], int]:

@@ -46,9 +46,13 @@ class ResNetFeatures(nn.Module):
         return F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1)
 
 
-def ResNet18(input_shape: Sequence[int], n_outputs: int, n_heads: int = 1, width: int = 20) -> ContinualClassifier:
-    """Reduced ResNet-18 (nf = `width`); BatchNorm statistics are frozen during importance estimation."""
+def ResNet18(input_shape: Sequence[int], n_outputs: int, n_experiences: int = 1, multihead: bool = False,
+             width: int = 20, freeze_norm_stats: bool = False) -> ContinualClassifier:
+    """Reduced ResNet-18 (nf = `width`), one head per experience when `multihead`. BatchNorm
+    statistics are frozen during importance estimation, and during training from the second
+    experience on with `freeze_norm_stats` (see clexp/models/__init__.py)."""
     if len(input_shape) != 3:
         raise ValueError(f"model=resnet18 needs image inputs C×H×W, got shape {tuple(input_shape)}")
     features = ResNetFeatures(input_shape[0], width)
-    return ContinualClassifier(features, features.out_dim, n_outputs, n_heads)
+    return ContinualClassifier(features, features.out_dim, n_outputs, n_experiences if multihead else 1,
+                               freeze_norm_stats)

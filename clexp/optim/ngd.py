@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from clexp.errors import check_choice, check_number
+
 
 class NGD(torch.optim.Optimizer):
     """Natural gradient with a diagonal (`fisher="diag"`) or Kronecker-factored (`fisher="kfac"`)
@@ -28,16 +30,12 @@ class NGD(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 0.01, damping: float = 1e-3, beta: float = 0.95,
                  fisher: str = "diag"):
-        if fisher not in ("diag", "kfac"):
-            raise ValueError(f"optimizer.fisher={fisher!r}: allowed are diag, kfac")
+        check_choice("fisher", fisher, ("diag", "kfac"))
+        check_number("lr", lr, low=0, low_open=True)
+        check_number("damping", damping, low=0)
+        check_number("beta", beta, low=0, high=1, high_open=True)
         self.curvature = fisher
         self.blocks: list[dict] = []  # KFAC: {"weight", "bias", "A", "G", "A_inv", "G_inv"}
-        if lr <= 0:
-            raise ValueError(f"optimizer.lr={lr}: must be > 0")
-        if damping < 0:
-            raise ValueError(f"optimizer.damping={damping}: must be >= 0")
-        if not 0 <= beta < 1:
-            raise ValueError(f"optimizer.beta={beta}: must lie in [0, 1)")
         super().__init__(params, {"lr": lr, "damping": damping, "beta": beta})
 
     @torch.no_grad()

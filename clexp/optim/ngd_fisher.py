@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
+from clexp.errors import check_int
+
 
 class NaturalGradientFisher(pl.Callback):
     def __init__(self, update_every: int = 1, samples: int = 1, seed: int = 0):
-        if update_every < 1:
-            raise ValueError(f"optimizer.update_every={update_every}: must be >= 1")
+        check_int("update_every", update_every)
+        check_int("samples", samples)
         self.update_every, self.samples, self.seed = update_every, samples, seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):

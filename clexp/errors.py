@@ -1,0 +1,58 @@
+"""The errors a user's input can cause. Each prints as one line (`clexp: error: ...`) with exit code 2."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed: names the key, the value and what is allowed.
+
+    Objects built from config nodes raise it with their argument's name as `key`; `clexp.build`
+    rewrites the key to the full config key the user sets (e.g. `lam` → `method.lam`)."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def check(cond: bool, key: str, value, allowed: str) -> None:
+    """Raise `ConfigError(key, value, allowed)` unless `cond`."""
+    if not cond:
+        raise ConfigError(key, value, allowed)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_number(key: str, value, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """`value` is a number within the given bounds (closed unless `*_open`)."""
+    ok = is_number(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        if low is not None and high is not None:
+            allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            allowed = f"a number {'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            allowed = f"a number {'<' if high_open else '<='} {high:g}"
+        else:
+            allowed = "a number"
+        raise ConfigError(key, value, allowed)
+
+
+def check_int(key: str, value, low: int = 1, allow_none: bool = False) -> None:
+    """`value` is an integer >= `low` (or None when `allow_none`)."""
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    if not ok:
+        raise ConfigError(key, value, f"an integer >= {low}" + (" or null" if allow_none else ""))
+
+
+def check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(key, value, ", ".join(map(str, choices)))
