@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from clexp.methods.base import Regularizer
-from torch.nn.modules.batchnorm import _NormBase
 
 
 def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:

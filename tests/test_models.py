@@ -105,3 +105,32 @@ def test_image_models_reject_flat_inputs():
         CNN((784,), 10)
     with pytest.raises(ValueError, match="image inputs"):
         ResNet18((784,), 10)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18"])
+@pytest.mark.parametrize("multihead", [False, True])
+def test_every_model_config_follows_the_contract(name, multihead):
+    """Each conf/model node is instantiated whole (no key stripped) with the runner's arguments, and
+    the model has what clexp/models/__init__.py promises."""
+    from clexp.build import build_model, load_stream
+    from tests.conftest import compose
+
+    overrides = [f"model={name}", f"model.multihead={str(multihead).lower()}", "model.freeze_norm_stats=true",
+                 "scenario.incremental=task"]
+    if name == "resnet18":
+        overrides.append("model.width=2")
+    cfg = compose(overrides)
+    assert {"multihead", "freeze_norm_stats"} <= set(cfg.model) and "name" not in cfg.model
+    stream = load_stream(cfg)
+    model = build_model(cfg, stream)
+    T = len(stream)
+    assert model.n_heads == (T if multihead else 1) and model.freeze_norm_stats is True
+    assert isinstance(model.features, nn.Module) and model.active_task == 0
+    heads = list(model.heads) if multihead else [model.head]
+    assert len(heads) == model.n_heads and all(h.out_features == stream.n_outputs for h in heads)
+    x = stream[1].x_test[:4]
+    t = torch.ones(len(x), dtype=torch.long)
+    out = model(x, t)
+    assert out.shape == (len(x), stream.n_outputs)
+    model.active_task = 1
+    assert torch.equal(model(x), out)  # no task given: the active task's head
