@@ -1,0 +1,39 @@
+"""Your own model, method and dataset, outside clexp: the example in examples/extension/ runs through
+the CLI (a sweep, with --config-dir and PYTHONPATH) and through `clexp.run`."""
+
+import json
+import os
+from pathlib import Path
+
+from tests.conftest import ROOT, clexp_cli
+
+EXAMPLE = ROOT / "examples" / "extension"
+USE = ["model=tiny_mlp", "method=drift", "dataset=blobs", "scenario.n_experiences=2", "train.epochs=2",
+       "logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+
+
+def test_user_components_run_in_a_sweep_from_the_command_line(tmp_path):
+    env = {"PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")])}
+    out = clexp_cli(["--config-dir", str(EXAMPLE / "conf"), "-m", *USE, "method.lam=0,100",
+                     "hydra.sweep.dir=sweep"], tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/results.json"))]
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert {r["config"]["method"]["lam"] for r in results} == {0, 100}
+    assert all(r["config"]["dataset"]["name"] == "blobs" for r in results)
+    # the user's penalty did something: with λ = 100 the first experience is kept better than with 0
+    kept = {r["config"]["method"]["lam"]: r["acc_matrix"][-1][0] for r in results}
+    assert kept[100] >= kept[0]
+
+
+def test_user_components_through_the_python_entry_point(tmp_path, monkeypatch):
+    import clexp
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.chdir(tmp_path)
+    results = clexp.run([*USE, "hydra.run.dir=run"], config_dir=str(EXAMPLE / "conf"))
+    assert results["status"] == "completed" and len(results["acc_matrix"]) == 2
+    assert Path("run/results.json").exists() and Path("run/.hydra/config.yaml").exists()
+    saved = json.loads(Path("run/results.json").read_text())
+    assert saved["acc_matrix"] == results["acc_matrix"]
+    assert saved["config"]["model"]["_target_"] == "my_components.tiny_mlp"
