@@ -1,4 +1,5 @@
-"""The diagonal Fisher against brute-force loops written here: batch size 1, one backward per class."""
+"""The diagonal Fisher against the brute-force oracles (tests/oracles.py: batch size 1, one backward
+per class) over the shared test problems (tests/cases.py)."""
 
 import pytest
 import torch
@@ -6,11 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from clexp.curvature import FISHER_VARIANTS, diag_fisher
-from clexp.curvature.fisher import _exact
-
-MASK = torch.tensor([True, False, True, True, False])
-TWO = torch.tensor([False, True, False, False, True])
-Y = torch.tensor([0, 2, 3, 0, 2, 3, 3, 0, 2])  # inside MASK
+from clexp.curvature.fisher import _exact, logit_vectors
+from tests import oracles
+from tests.cases import BY_ID, CASES, KEYWORDS, MASK, MASKS, TWO, Y, labels, seeded
+from tests.oracles import rel_err
 
 
 @pytest.fixture(autouse=True)
@@ -22,200 +22,78 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def seeded(make):
-    torch.manual_seed(0)
-    return make().double()
-
-
-def mlp():
-    return seeded(lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Tanh(), nn.Linear(7, 6), nn.ReLU(),
-                                        nn.Linear(6, 5)))
-
-
-def cnn(bias=True):
-    return seeded(lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=bias), nn.ReLU(),
-                                        nn.Conv2d(4, 3, 3, stride=2, padding=1, bias=bias), nn.ReLU(),
-                                        nn.Flatten(), nn.Linear(3 * 3 * 3, 5, bias=bias)))
-
-
-def norms():
-    """BatchNorm2d and LayerNorm: the torch.func path (BatchNorm statistics made non-trivial)."""
-    model = seeded(lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-                                         nn.LayerNorm(27), nn.Linear(27, 5)))
-    with torch.no_grad():
-        model[1].running_mean.uniform_(-1, 1), model[1].running_var.uniform_(0.5, 2)
-        model[1].weight.uniform_(0.5, 2), model[1].bias.uniform_(-1, 1)
-        model[4].weight.uniform_(0.5, 2), model[4].bias.uniform_(-1, 1)
-    return model
-
-
-class WideCNN(nn.Module):
-    """Convolutions with ≥ 8 input channels and stride 1 (the strided-view path): one called twice,
-    one with a rectangular dilated kernel and unequal padding."""
-
-    def __init__(self):
-        super().__init__()
-        self.c1, self.c2 = nn.Conv2d(2, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-        self.c3 = nn.Conv2d(8, 3, (3, 2), padding=(0, 2), dilation=(1, 2))
-        self.out = nn.Linear(3 * 3 * 7, 5)
-
-    def forward(self, x):
-        h = torch.relu(self.c2(torch.relu(self.c2(torch.relu(self.c1(x))))))
-        return self.out(torch.tanh(self.c3(h)).flatten(1))
-
-
-class Sequence(nn.Module):
-    """A Linear on N × L × D inputs (per-sample gradient: a sum over positions) and one used twice."""
-
-    def __init__(self):
-        super().__init__()
-        self.proj, self.mix, self.out = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 5)
-
-    def forward(self, x):
-        h = torch.relu(self.proj(x.reshape(len(x), 3, 4))).mean(1)
-        return self.out(self.mix(torch.tanh(self.mix(h))))
-
-
-class Custom(nn.Module):
-    """A module's own parameter next to its children, in-place ReLU, an Embedding, tied weights."""
-
-    def __init__(self):
-        super().__init__()
-        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 6))
-        self.emb = nn.Embedding(4, 6)
-        self.a, self.b = nn.Linear(12, 6), nn.Linear(6, 6)
-        self.tied = nn.Linear(6, 6)
-        self.tied.weight = self.b.weight  # one parameter in two modules
-        self.head = nn.Linear(6, 5)
-
-    def forward(self, x):
-        h = torch.relu_(self.a(x)) * self.scale + self.emb((x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long())
-        h = torch.tanh(self.b(h))
-        return self.head(torch.tanh(self.tied(h)))
-
-
-def reparametrized():
-    """Weights computed from other parameters: new-style parametrization and old-style weight_norm."""
-    from torch.nn.utils import parametrizations
-
-    torch.manual_seed(0)
-    with pytest.warns(FutureWarning):
-        old_style = torch.nn.utils.weight_norm(nn.Linear(6, 5))
-    return nn.Sequential(parametrizations.weight_norm(nn.Linear(12, 6)), nn.Tanh(), old_style).double()
-
-
-class MultiHead(nn.Module):
-    """Task-IL style: two heads, only head 0 used by `forward(x)`."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Dropout(0.5))
-        self.heads = nn.ModuleList([nn.Linear(6, 5), nn.Linear(6, 5)])
-
-    def forward(self, x):
-        return self.heads[0](self.body(x))
-
-
-MODELS = {"mlp": mlp, "cnn": cnn, "cnn_nobias": lambda: cnn(False), "cnn_wide": lambda: seeded(WideCNN), "norms": norms,
-          "seq": lambda: seeded(Sequence), "custom": lambda: seeded(Custom), "reparametrized": reparametrized}
-
-
-def inputs(name, n=9):
-    g = torch.Generator().manual_seed(1)
-    shape = (2, 5, 5) if name.startswith("cnn") or name == "norms" else (12,)
-    return torch.randn(n, *shape, generator=g, dtype=torch.float64)
-
-
-def log_probs(model, x, mask):
-    z = model(x)
-    return F.log_softmax(z if mask is None else z.masked_fill(~mask, float("-inf")), -1)
-
-
-def brute(model, x, y=None, variant="exact", mask=None, draws=None):
-    """The definitions, one input and one class at a time (draws: N × S sampled classes)."""
-    model.eval()
-    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    total = [torch.zeros_like(p) for p in params]
-    for n in range(len(x)):
-        logp = log_probs(model, x[n : n + 1], mask)[0]
-        if variant == "exact":
-            terms = [(c, logp[c].exp().item()) for c in range(len(logp)) if mask is None or mask[c]]
-        elif variant == "sampled":
-            terms = [(int(c), 1 / draws.shape[1]) for c in draws[n]]
-        else:
-            terms = [(int(y[n]), 1.0)]
-        for c, w in terms:
-            g = torch.autograd.grad(logp[c], params, retain_graph=True, allow_unused=True)
-            for t, gi in zip(total, g):
-                if gi is not None:
-                    t += w * gi**2
-    return {name: t / len(x) for (name, _), t in zip(named, total)}
-
-
-def brute_batch(model, x, y, chunk, mask=None):
-    model.eval()
-    params = list(model.parameters())
-    total = [torch.zeros_like(p) for p in params]
-    starts = range(0, len(x), chunk)
-    for s in starts:
-        logp = log_probs(model, x[s : s + chunk], mask)
-        g = torch.autograd.grad(logp.gather(1, y[s : s + chunk, None]).mean(), params, allow_unused=True)
-        for t, gi in zip(total, g):
-            if gi is not None:
-                t += gi**2
-    return {name: t / len(starts) for (name, _), t in zip(model.named_parameters(), total)}
-
-
-def rel_err(a, b):
-    assert a.keys() == b.keys()
-    return max(((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-30)).item() for k in b)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("mask", [None, MASK, TWO], ids=["all", "mask3", "mask2"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("mask", list(MASKS.values()), ids=list(MASKS))
 @pytest.mark.parametrize("variant", ["exact", "empirical", "batch"])
-def test_matches_brute_force(name, mask, variant):
-    model, x = MODELS[name](), inputs(name)
-    y = Y if mask is not TWO else torch.tensor([1, 4] * 4 + [1])
-    ours = diag_fisher(model, x, y, variant=variant, chunk_size=4, output_mask=mask)
-    ref = brute_batch(model, x, y, 4, mask) if variant == "batch" else brute(model, x, y, variant, mask)
+def test_matches_brute_force(case, mask, variant):
+    model, x = case.model(), case.inputs()
+    y = labels(mask)
+    ours = diag_fisher(model, x, y, variant=variant, chunk_size=4, output_mask=mask, batch_size=4)
+    ref = oracles.batch_fisher(model, x, y, 4, mask) if variant == "batch" else oracles.fisher(model, x, y, variant,
+                                                                                               mask)
     assert rel_err(ours, ref) < 1e-8
 
 
 @pytest.mark.parametrize("samples", [3, 12])  # fewer draws than classes: one vector per draw; more: counts
 @pytest.mark.parametrize("mask", [None, MASK], ids=["all", "mask3"])
 def test_sampled_is_exactly_the_average_over_its_draws(samples, mask):
-    model, x = MODELS["cnn"](), inputs("cnn")
+    case = BY_ID["cnn"]
+    model, x = case.model(), case.inputs()
     ours = diag_fisher(model, x, variant="sampled", samples=samples, output_mask=mask,
                        generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        p = log_probs(model.eval(), x, mask).exp()
+        p = oracles.log_probs(model.eval(), x, mask).exp()
     draws = torch.multinomial(p, samples, replacement=True, generator=torch.Generator().manual_seed(5))
-    assert rel_err(ours, brute(model, x, variant="sampled", mask=mask, draws=draws)) < 1e-8
+    assert rel_err(ours, oracles.fisher(model, x, variant="sampled", mask=mask, draws=draws)) < 1e-8
 
 
 def test_sampled_approaches_exact():
-    model, x = mlp(), inputs("mlp", 16)
+    case = BY_ID["mlp"]
+    model, x = case.model(), case.inputs(16)
     exact = diag_fisher(model, x)
     errs = [rel_err(diag_fisher(model, x, variant="sampled", samples=s, generator=torch.Generator().manual_seed(0)),
                     exact) for s in (1, 30, 2000)]
     assert errs[2] < errs[1] < errs[0] and errs[2] < 0.1
 
 
-def test_batch_variant_is_about_one_over_the_batch_size_of_empirical():
-    model, x = mlp(), inputs("mlp", 64)
+def test_batch_variant_with_batch_size_one_is_the_empirical_fisher():
+    case = BY_ID["mlp"]
+    model, x = case.model(), case.inputs(64)
     y = torch.arange(64) % 5
     empirical = diag_fisher(model, x, y, variant="empirical")
-    assert rel_err(diag_fisher(model, x, y, variant="batch", chunk_size=1), empirical) < 1e-12
-    big = diag_fisher(model, x, y, variant="batch", chunk_size=16)
-    ratio = sum(v.sum() for v in big.values()) / sum(v.sum() for v in empirical.values())
-    assert ratio < 0.5  # squaring a mean cancels: roughly 1/B of the per-sample Fisher
+    assert rel_err(diag_fisher(model, x, y, variant="batch", batch_size=1), empirical) < 1e-12
+
+
+def test_batch_variant_is_about_one_over_b_of_empirical_when_gradients_are_uncorrelated():
+    """DESIGN §3: squaring a mini-batch mean of B roughly uncorrelated per-sample gradients gives ≈ 1/B
+    of the per-sample (empirical) Fisher. Softmax regression at θ = 0 on zero-mean inputs with labels
+    independent of them: E[g_n] = 0 and the g_n are independent, so E[(mean g)²] = E[g²]/B."""
+    torch.manual_seed(0)
+    model = nn.Linear(6, 4).double()
+    with torch.no_grad():
+        model.weight.zero_(), model.bias.zero_()
+    model.bias.requires_grad_(False)  # the bias gradient e_y − p has a non-zero mean for finite samples
+    n, B = 4096, 16
+    x = torch.randn(n, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(2))
+    empirical = diag_fisher(model, x, y, variant="empirical")["weight"].sum()
+    batch = diag_fisher(model, x, y, variant="batch", batch_size=B)["weight"].sum()
+    assert 0.85 < (B * batch / empirical).item() < 1.15
+
+
+def test_batch_variant_uses_batch_size_and_chunk_size_only_bounds_memory():
+    case = BY_ID["cnn"]
+    model, x = case.model(), case.inputs(20)
+    y = labels(None, 20)
+    ref = oracles.batch_fisher(model, x, y, 8)  # 8, 8, 4
+    for chunk in (1, 3, 8, 256):
+        assert rel_err(diag_fisher(model, x, y, variant="batch", batch_size=8, chunk_size=chunk), ref) < 1e-10
 
 
 @pytest.mark.parametrize("mask", [None, MASK, TWO])
 def test_hessian_factor_and_zero_mean_score(mask):
-    """Σ_k t_k t_kᵀ = diag(p) − ppᵀ with one vector fewer than classes; Σ_c p_c (e_c − p) = 0."""
+    """Σ_k t_k t_kᵀ = diag(p) − ppᵀ = Σ_c s_c s_cᵀ with one vector fewer than classes, s_c = √p_c (e_c − p)
+    (the per-class vectors of KFAC's G); Σ_c p_c (e_c − p) = 0."""
     logits = torch.randn(7, 5, dtype=torch.float64) * 3
     p = F.softmax(logits if mask is None else logits.masked_fill(~mask, float("-inf")), -1)
     allowed = torch.arange(5) if mask is None else mask.nonzero().flatten()
@@ -223,6 +101,9 @@ def test_hessian_factor_and_zero_mean_score(mask):
     assert t.shape == (len(allowed) - 1, 7, 5)
     hessian = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
     assert torch.allclose(torch.einsum("kni,knj->nij", t, t), hessian, atol=1e-14)
+    s = torch.stack([p[:, c : c + 1].sqrt() * (torch.eye(5, dtype=p.dtype)[c] - p) for c in allowed.tolist()])
+    assert torch.allclose(torch.einsum("kni,knj->nij", s, s), hessian, atol=1e-14)
+    assert torch.allclose(logit_vectors(logits, "exact", output_mask=mask), t, atol=1e-15)
     assert (p[:, :, None] * (torch.eye(5) - p[:, None, :])).sum(1).abs().max() < 1e-14
 
 
@@ -242,28 +123,37 @@ def test_in_place_ops_on_kept_tensors_are_detected(monkeypatch):
 
     modes, forward = [], per_sample._forward
     monkeypatch.setattr(per_sample, "_forward", lambda *a: modes.append(a[-1]) or forward(*a))
-    model, x = MODELS["custom"](), inputs("custom")
-    assert rel_err(diag_fisher(model, x, chunk_size=4), brute(model, x)) < 1e-8
+    case = BY_ID["custom"]
+    model, x = case.model(), case.inputs()
+    assert rel_err(diag_fisher(model, x, chunk_size=4), oracles.fisher(model, x)) < 1e-8
     assert modes == [False, True, True, True]  # detected once, then copies for every chunk
 
 
+def test_keyword_calls_take_the_whole_model_fallback():
+    model, x = KEYWORDS.model(), KEYWORDS.inputs()
+    assert rel_err(diag_fisher(model, x, chunk_size=4), oracles.fisher(model, x)) < 1e-8
+
+
 def test_float32_model():
-    model, x = mlp(), inputs("mlp")
-    ref = brute(model, x)
+    case = BY_ID["mlp"]
+    model, x = case.model(), case.inputs()
+    ref = oracles.fisher(model, x)
     ours = diag_fisher(model.float(), x.float())
     assert all(v.dtype == torch.float32 for v in ours.values())
     assert rel_err({k: v.double() for k, v in ours.items()}, ref) < 1e-5
 
 
 def test_chunking_does_not_change_the_result():
-    model, x = MODELS["custom"](), inputs("custom", 10)
+    case = BY_ID["custom"]
+    model, x = case.model(), case.inputs(10)
     assert rel_err(diag_fisher(model, x, chunk_size=3), diag_fisher(model, x, chunk_size=1000)) < 1e-12
 
 
 def test_chunks_never_exceed_chunk_size_and_cache_sized_pieces_change_nothing(monkeypatch):
     from clexp.curvature import per_sample
 
-    model, x = MODELS["cnn_wide"](), inputs("cnn_wide", 40)
+    case = BY_ID["cnn_wide"]
+    model, x = case.model(), case.inputs(40)
     sizes, forward = [], per_sample._forward
     monkeypatch.setattr(per_sample, "_forward", lambda m, xs, *a: sizes.append(len(xs)) or forward(m, xs, *a))
     whole = diag_fisher(model, x, chunk_size=1000)
@@ -276,13 +166,12 @@ def test_chunks_never_exceed_chunk_size_and_cache_sized_pieces_change_nothing(mo
 
 
 def test_unused_head_gets_zeros_and_state_is_restored():
-    model = seeded(MultiHead).train()
+    case = BY_ID["multihead"]
+    model = case.model().train()
     model.body[2].eval()  # modes are restored module by module
-    for p in model.heads[1].parameters():
-        p.requires_grad_(True)
-    x = inputs("mlp")
+    x = case.inputs()
     for variant in FISHER_VARIANTS:
-        fisher = diag_fisher(model, x, Y, variant=variant, samples=2)
+        fisher = diag_fisher(model, x, Y, variant=variant, samples=2, batch_size=4)
         assert set(fisher) == {n for n, _ in model.named_parameters()}
         assert not any(v.requires_grad for v in fisher.values())
         assert fisher["heads.1.weight"].abs().sum() == 0 and fisher["heads.0.weight"].abs().sum() > 0
@@ -292,20 +181,21 @@ def test_unused_head_gets_zeros_and_state_is_restored():
 
 
 def test_dropout_is_off():
-    model, x = seeded(MultiHead), inputs("mlp")
+    model, x = BY_ID["multihead"].model(), BY_ID["multihead"].inputs()
     assert rel_err(diag_fisher(model.train(), x), diag_fisher(model.eval(), x)) == 0
 
 
 def test_frozen_parameters_are_left_out():
-    model, x = mlp(), inputs("mlp")
+    case = BY_ID["mlp"]
+    model, x = case.model(), case.inputs()
     model[1].weight.requires_grad_(False)
     fisher = diag_fisher(model, x)
     assert "1.weight" not in fisher and "1.bias" in fisher
-    assert rel_err(fisher, brute(model, x)) < 1e-8
+    assert rel_err(fisher, oracles.fisher(model, x)) < 1e-8
 
 
 def test_errors():
-    model, x = mlp(), inputs("mlp")
+    model, x = seeded(BY_ID["mlp"].make), BY_ID["mlp"].inputs()
     with pytest.raises(ValueError, match="does not exist"):
         diag_fisher(model, x, variant="bogus")
     for bad in (0, -1, 1.5):
@@ -313,7 +203,10 @@ def test_errors():
             diag_fisher(model, x, variant="sampled", samples=bad)
     for variant in ("empirical", "batch"):
         with pytest.raises(ValueError, match="targets"):
-            diag_fisher(model, x, variant=variant)
+            diag_fisher(model, x, variant=variant, batch_size=4)
     with pytest.raises(ValueError, match="output_mask"):
         diag_fisher(model, x, torch.ones(9, dtype=torch.long), variant="empirical", output_mask=MASK)
+    for bad in (None, 0, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            diag_fisher(model, x, Y, variant="batch", batch_size=bad)
     assert all(not m._forward_hooks_with_kwargs for m in model.modules())

@@ -1,75 +1,90 @@
-"""KFAC: factors against an explicit per-sample outer-product loop, the single-input diagonal against
-the exact diagonal Fisher, the penalty and its gradient against the explicit Kronecker form."""
+"""KFAC: the factors against the per-sample, per-class oracle (tests/oracles.py) over the shared test
+problems (tests/cases.py) — shared layers, flattened batches, masks, sampled labels included —, the
+single-input diagonal against the exact diagonal Fisher, the penalty and its gradient against the
+explicit Kronecker form, and every trainable parameter covered by factors or the diagonal fallback."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from clexp.curvature import diag_fisher
 from clexp.curvature.kronecker import hooked_layers, kfac_diagonal, kfac_factors, layer_inputs, weight_matrix
 from clexp.methods.kfac_ewc import KroneckerPenalty
+from tests import oracles
+from tests.cases import BY_ID, CASES, KEYWORDS, MASK, MASKS, SHARED_CLASSIFIER, seeded
+
+FACTORED = [c for c in CASES if c.factored]
 
 
 @pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
-    torch.set_default_dtype(previous)
+    torch.set_num_threads(n)
 
 
-def mlp():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 4, bias=False), nn.ReLU(),
-                         nn.Linear(4, 5))
-
-
-def cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4 * 2 * 2, 5))
-
-
-def explicit_factors(model, x):
-    """A = mean_n Σ_l ā ā ᵀ; G = mean_n Σ_c p_c (1/L) Σ_l δ_c δ_cᵀ, one sample and one class at a time."""
-    model.eval()
-    layers = hooked_layers(model)
-    out = {n: {"A": 0.0, "G": 0.0} for n in layers}
-    for i in range(len(x)):
-        seen = {}
-        handles = [m.register_forward_hook(lambda m, a, z, n=n: seen.__setitem__(n, (a[0], z)))
-                   for n, m in layers.items()]
-        logp = F.log_softmax(model(x[i:i + 1])[0], 0)
-        for h in handles:
-            h.remove()
-        for n, m in layers.items():
-            a, z = seen[n]
-            abar = layer_inputs(m, a)[0]  # L × in'
-            out[n]["A"] = out[n]["A"] + abar.t() @ abar / len(x)
-        for c in range(len(logp)):
-            grads = torch.autograd.grad(logp[c], [seen[n][1] for n in layers], retain_graph=True)
-            for (n, m), d in zip(layers.items(), grads):
-                d = d[0].reshape(d.shape[1], -1).t() if isinstance(m, nn.Conv2d) else d.reshape(-1, d.shape[-1])
-                out[n]["G"] = out[n]["G"] + logp[c].exp().item() * d.t() @ d / d.shape[0] / len(x)
-    return out
-
-
-@pytest.mark.parametrize("make,shape", [(mlp, (7, 12)), (cnn, (7, 2, 4, 4))])
-def test_factors_match_an_explicit_loop(make, shape):
-    model = make()
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-    ours, theirs = kfac_factors(model, x, chunk_size=3), explicit_factors(model, x)
+def close(ours, theirs, rtol=1e-10, atol=1e-12):
     assert ours.keys() == theirs.keys()
     for n in ours:
         for k in ("A", "G"):
-            assert torch.allclose(ours[n][k], theirs[n][k], rtol=1e-10, atol=1e-12), (n, k)
+            assert torch.allclose(ours[n][k], theirs[n][k], rtol=rtol, atol=atol), (n, k)
+
+
+@pytest.mark.parametrize("case", [*CASES, KEYWORDS, SHARED_CLASSIFIER], ids=str)
+def test_hooked_layers_and_the_diagonal_fallback_cover_every_parameter(case):
+    model = case.model()
+    assert tuple(hooked_layers(model)) == case.factored
+    pen = KroneckerPenalty(1.0)
+    pen.bind(model)
+    covered = [f"{layer}.{leaf}" for layer in pen.layers
+               for leaf, _ in model.get_submodule(layer).named_parameters(recurse=False)]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(covered + pen.diag.names) == sorted(trainable)
+
+
+@pytest.mark.parametrize("case", FACTORED, ids=str)
+@pytest.mark.parametrize("mask", list(MASKS.values()), ids=list(MASKS))
+def test_factors_match_the_oracle(case, mask):
+    model, x = case.model(), case.inputs()
+    ours = kfac_factors(model, x, chunk_size=4, output_mask=mask)
+    close(ours, oracles.kfac_factors(model, x, case.factored, mask=mask))
+
+
+@pytest.mark.parametrize("case", [BY_ID["cnn"], BY_ID["seq"], BY_ID["cnn_wide"]], ids=str)
+@pytest.mark.parametrize("samples", [3, 12])  # fewer draws than classes: one vector per draw; more: counts
+@pytest.mark.parametrize("mask", [None, MASK], ids=["all", "mask3"])
+def test_sampled_factors_are_exactly_those_of_their_draws(case, samples, mask):
+    model, x = case.model(), case.inputs()
+    ours = kfac_factors(model, x, "sampled", samples, output_mask=mask, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        p = oracles.log_probs(model.eval(), x, mask).exp()
+    draws = torch.multinomial(p, samples, replacement=True, generator=torch.Generator().manual_seed(5))
+    close(ours, oracles.kfac_factors(model, x, case.factored, "sampled", mask, draws))
+
+
+@pytest.mark.parametrize("case", [c for c in FACTORED if c.shared], ids=str)
+def test_shared_layers_get_summed_factors(case):
+    """Every use of a shared layer counts: its factors are not those of any single use, and they match
+    the oracle's sum over the uses (A summed, G summed over all positions / L)."""
+    model, x = case.model(), case.inputs()
+    ours = kfac_factors(model, x)
+    for layer in case.shared:
+        assert layer in ours and ours[layer]["G"].abs().sum() > 0
+    close(ours, oracles.kfac_factors(model, x, case.factored))
+
+
+def test_chunking_does_not_change_the_factors():
+    case = BY_ID["cnn_wide"]
+    model, x = case.model(), case.inputs(10)
+    close(kfac_factors(model, x, chunk_size=3), kfac_factors(model, x, chunk_size=1000), rtol=1e-12, atol=1e-14)
 
 
 def test_single_input_kfac_diagonal_is_the_exact_diagonal_fisher():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 4))
-    x = torch.randn(1, 2, 3, 3)  # the convolution sees one position: KFC is exact there too
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3, 6), nn.Tanh(),
+                          nn.Linear(6, 4)).double()
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64)  # the convolution sees one position: KFC is exact there too
     exact = diag_fisher(model, x)
     for n, f in kfac_factors(model, x).items():
         for leaf, v in kfac_diagonal(model.get_submodule(n), f).items():
@@ -77,7 +92,8 @@ def test_single_input_kfac_diagonal_is_the_exact_diagonal_fisher():
 
 
 def test_sampled_factors_approach_the_exact_ones():
-    model, x = mlp(), torch.randn(20, 12)
+    case = BY_ID["mlp_partial_bias"]
+    model, x = case.model(), case.inputs(20)
     exact = kfac_factors(model, x)
     sampled = kfac_factors(model, x, variant="sampled", samples=4000, generator=torch.Generator().manual_seed(0))
     for n in exact:
@@ -85,43 +101,99 @@ def test_sampled_factors_approach_the_exact_ones():
         assert (sampled[n]["G"] - exact[n]["G"]).norm() < 0.05 * exact[n]["G"].norm()
 
 
-def kronecker_value(model, pen, anchors):
-    """½λ Σ vec(ΔW̄)ᵀ (A ⊗ G) vec(ΔW̄), vec stacking columns — the definition, materialised."""
-    total = 0.0
-    for (n, m), (A, G, anchor) in zip(hooked_layers(model).items(), anchors):
-        d = (weight_matrix(m) - anchor).t().reshape(-1)
-        total = total + 0.5 * pen.strength * d @ torch.kron(A, G) @ d
-    return total
+def test_unused_head_has_no_factors_and_state_is_restored():
+    case = BY_ID["multihead"]
+    model = case.model().train()
+    factors = kfac_factors(model, case.inputs())
+    assert set(factors) == {"body.0", "heads.0"}
+    assert all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not m._forward_hooks and not m._forward_hooks_with_kwargs for m in model.modules())
 
 
-def test_penalty_and_gradient_match_the_explicit_kronecker_form():
-    model = mlp()
-    pen = KroneckerPenalty(strength=3.0, mode="separate")
+def test_float32_model():
+    case = BY_ID["cnn"]
+    model, x = case.model(), case.inputs()
+    ref = oracles.kfac_factors(model, x, case.factored)
+    ours = kfac_factors(model.float(), x.float())
+    assert all(v.dtype == torch.float32 for f in ours.values() for v in f.values())
+    close({n: {k: v.double() for k, v in f.items()} for n, f in ours.items()}, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_layer_inputs_and_weight_matrix():
+    conv = seeded(lambda: nn.Conv2d(2, 3, 3, padding=1))
+    a = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    abar = layer_inputs(conv, a)
+    assert abar.shape == (4, 25, 2 * 9 + 1) and (abar[..., -1] == 1).all()
+    out = abar @ weight_matrix(conv).t()  # N, L, out: the convolution as a matrix product
+    assert torch.allclose(out.transpose(1, 2).reshape(4, 3, 5, 5), conv(a), atol=1e-12)
+
+
+def test_errors():
+    model, x = KEYWORDS.model(), KEYWORDS.inputs()
+    with pytest.raises(ValueError, match="'a'.*keyword"):
+        kfac_factors(model, x)
+    assert all(not m._forward_hooks_with_kwargs for m in model.modules())
+    model, x = BY_ID["mlp"].model(), BY_ID["mlp"].inputs()
+    with pytest.raises(ValueError, match="variant"):
+        kfac_factors(model, x, variant="empirical")
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="samples"):
+            kfac_factors(model, x, variant="sampled", samples=bad)
+
+
+def test_frozen_weight_leaves_the_layer_to_the_diagonal():
+    model = BY_ID["mlp"].model()
+    model[3].weight.requires_grad_(False)
+    assert "3" not in hooked_layers(model)
+    pen = KroneckerPenalty(1.0)
     pen.bind(model)
-    x = torch.randn(9, 12)
+    assert "3.bias" in pen.diag.names and "3.weight" not in pen.diag.names
+
+
+# ------------------------------------------------------------------------------------------- penalty
+
+
+def consolidate_twice(case, pen):
+    """Two experiences (inputs x and x + 1), the parameters moved after each: the penalty's triples
+    (W̄ now, A, G, W̄*) for the oracle."""
+    model, x = case.model(), case.inputs()
+    pen.bind(model)
     anchors = []
-    for step in range(2):  # two experiences: two factor triples
+    for step in range(2):
         factors = kfac_factors(model, x + step)
-        anchors += [(factors[n]["A"], factors[n]["G"], weight_matrix(m).detach().clone())
-                    for n, m in hooked_layers(model).items()]
-        pen.consolidate(factors, {}, model)
+        diagonal = diag_fisher(model, x + step)
+        anchors += [(n, factors[n]["A"], factors[n]["G"], weight_matrix(m).detach().clone())
+                    for n, m in hooked_layers(model).items() if n in factors]
+        pen.consolidate(factors, {n: diagonal[n] for n in pen.diag.names}, model)
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.1 * torch.randn_like(p))
-    layers = list(hooked_layers(model))
+    triples = [(weight_matrix(model.get_submodule(n)), A, G, w) for n, A, G, w in anchors]
+    return model, triples
+
+
+@pytest.mark.parametrize("case", [BY_ID["mlp_partial_bias"], BY_ID["seq"], BY_ID["cnn_wide"]], ids=str)
+def test_penalty_and_gradient_match_the_explicit_kronecker_form(case):
+    torch.manual_seed(0)
+    pen = KroneckerPenalty(strength=3.0, mode="separate")
+    model, triples = consolidate_twice(case, pen)
     value = pen(model)
-    expected = sum(kronecker_value(model, pen, anchors[i * len(layers):(i + 1) * len(layers)]) for i in range(2))
+    expected = oracles.kronecker_penalty(pen.strength, triples) + pen.diag(model)
     assert torch.allclose(value, expected, rtol=1e-10)
     expected.backward()
-    autograd = [p.grad.clone() for p in model.parameters()]
+    autograd = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     pen.add_gradient(model)
-    for g, p in zip(autograd, model.parameters()):
-        assert torch.allclose(p.grad, g, rtol=1e-9, atol=1e-12)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, autograd[n], rtol=1e-9, atol=1e-12), n
+    for layer in case.shared:  # the shared layer is regularized
+        assert model.get_submodule(layer).weight.grad.abs().sum() > 0
 
 
 def test_state_survives_a_reload_and_online_mode_sums_factors():
-    model, x = mlp(), torch.randn(6, 12)
+    case = BY_ID["mlp_partial_bias"]
+    model, x = case.model(), case.inputs(6)
     pen = KroneckerPenalty(strength=1.0, mode="separate")
     pen.bind(model)
     pen.consolidate(kfac_factors(model, x), {}, model)
@@ -145,11 +217,10 @@ def test_state_survives_a_reload_and_online_mode_sums_factors():
 def test_loading_an_earlier_state_drops_the_later_slots():
     """A module that has consolidated more experiences than a saved state loads that state (resume
     of an earlier checkpoint into a used module): later factor slots go, values match."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    model = seeded(lambda: nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
     pen = KroneckerPenalty(1.0, mode="separate")
     pen.bind(model)
-    x = torch.randn(16, 4)
+    x = torch.randn(16, 4, dtype=torch.float64)
     pen.consolidate(kfac_factors(model, x), {}, model)
     saved = {k: v.clone() for k, v in pen.state_dict().items()}
     with torch.no_grad():

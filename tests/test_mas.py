@@ -1,10 +1,13 @@
-"""MAS importance against a direct per-sample loop: mean over inputs of |∂‖f(x)‖²/∂θ|."""
+"""MAS importance against the per-sample oracle (tests/oracles.py): mean over inputs of |∂‖f(x)‖²/∂θ|,
+over the shared test problems (tests/cases.py)."""
 
 import pytest
 import torch
 
 from clexp.curvature import mas_importance
-from tests.test_fisher import MASK, MODELS, TWO, MultiHead, inputs, rel_err, seeded
+from tests import oracles
+from tests.cases import BY_ID, CASES, KEYWORDS, MASKS
+from tests.oracles import rel_err
 
 
 @pytest.fixture(autouse=True)
@@ -15,30 +18,16 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def brute_mas(model, x, mask=None):
-    model.eval()
-    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-    total = [torch.zeros_like(p) for _, p in named]
-    for n in range(len(x)):
-        z = model(x[n : n + 1])[0]
-        if mask is not None:
-            z = z[mask]
-        g = torch.autograd.grad(z.pow(2).sum(), [p for _, p in named], allow_unused=True)
-        for t, gi in zip(total, g):
-            if gi is not None:
-                t += gi.abs()
-    return {name: t / len(x) for (name, _), t in zip(named, total)}
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("mask", [None, MASK, TWO], ids=["all", "mask3", "mask2"])
-def test_mas_matches_brute_force(name, mask):
-    model, x = MODELS[name](), inputs(name)
-    assert rel_err(mas_importance(model, x, chunk_size=4, output_mask=mask), brute_mas(model, x, mask)) < 1e-8
+@pytest.mark.parametrize("case", [*CASES, KEYWORDS], ids=str)
+@pytest.mark.parametrize("mask", list(MASKS.values()), ids=list(MASKS))
+def test_mas_matches_brute_force(case, mask):
+    model, x = case.model(), case.inputs()
+    assert rel_err(mas_importance(model, x, chunk_size=4, output_mask=mask), oracles.mas(model, x, mask)) < 1e-8
 
 
 def test_mas_is_per_sample_not_the_batch_gradient():
-    model, x = MODELS["mlp"](), inputs("mlp", 32)
+    case = BY_ID["mlp"]
+    model, x = case.model(), case.inputs(32)
     ours = mas_importance(model, x)
     z = model(x)
     batch = torch.autograd.grad(z.pow(2).sum(1).mean(), list(model.parameters()))
@@ -47,8 +36,9 @@ def test_mas_is_per_sample_not_the_batch_gradient():
 
 
 def test_mas_chunking_state_and_unused_head():
-    model = seeded(MultiHead).train()
-    x = inputs("mlp", 10)
+    case = BY_ID["multihead"]
+    model = case.model().train()
+    x = case.inputs(10)
     small, big = mas_importance(model, x, chunk_size=3), mas_importance(model, x, chunk_size=100)
     assert rel_err(small, big) < 1e-12
     assert small["heads.1.weight"].abs().sum() == 0 and small["heads.0.weight"].abs().sum() > 0

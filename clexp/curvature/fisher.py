@@ -3,8 +3,10 @@
     exact      F = 1/N Σ_n Σ_c p(c|x_n) (∇θ log p(c|x_n))²        expectation over the model's classes
     sampled    F = 1/(N·S) Σ_n Σ_s (∇θ log p(ŷ_ns|x_n))²,  ŷ ~ p(·|x_n)   the "true" Fisher, Monte Carlo
     empirical  F = 1/N Σ_n (∇θ log p(y_n|x_n))²                dataset labels
-    batch      F = 1/M Σ_m (∇θ mean_{n∈chunk m} log p(y_n|x_n))²   what most public code computes;
-                                                               for comparison only
+    batch      F = 1/M Σ_m (∇θ mean_{n∈batch m} log p(y_n|x_n))²   what most public code computes,
+                                                               M mini-batches of B = batch_size inputs;
+                                                               for comparison only (≈ 1/B of empirical
+                                                               when per-sample gradients are uncorrelated)
 
 ∇_z log p(c|x) = e_c − p, so each variant is Σ_k (per-sample gradient of z·v_k)² for logit-space
 vectors v_k (per_sample.py). exact: the cross-entropy Hessian diag(p) − ppᵀ = Σ_c s_c s_cᵀ with
@@ -64,35 +66,55 @@ def _sampled(p: torch.Tensor, allowed: torch.Tensor, samples: int, generator) ->
     return weights.unsqueeze(-1) * (eye[allowed].unsqueeze(1) - p)
 
 
+def logit_vectors(logits: torch.Tensor, variant: str, samples: int = 1, output_mask: torch.Tensor | None = None,
+                  targets: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """K × N × C logit-space vectors v_k whose outer products sum to the variant's curvature in logit
+    space, Σ_k v_k v_kᵀ: the cross-entropy Hessian diag(p) − ppᵀ (exact, m − 1 vectors t_c), its
+    Monte-Carlo estimate from `samples` labels drawn from the model (sampled), (e_y − p)(e_y − p)ᵀ
+    for the dataset labels `targets` (empirical). The one place where these vectors are made: the
+    diagonal Fisher squares the per-sample gradients of z·v_k, KFAC's G sums δ_k δ_kᵀ over them."""
+    work = logits if logits.dtype == torch.float64 else logits.float()  # half precision: in float32
+    p = masked_log_softmax(work, output_mask).exp()
+    C = p.shape[1]
+    allowed = torch.arange(C, device=p.device) if output_mask is None \
+        else output_mask.to(p.device).nonzero().flatten()
+    if variant == "exact":
+        v = _exact(p, allowed) if len(allowed) > 1 else p.new_zeros(0, *p.shape)
+    elif variant == "sampled":
+        v = _sampled(p, allowed, samples, generator)
+    elif variant == "empirical":
+        v = (torch.nn.functional.one_hot(targets, C).to(p.dtype) - p).unsqueeze(0)
+    else:
+        raise ValueError(f"no logit-space vectors for the {variant!r} Fisher")
+    return v.to(logits.dtype)
+
+
 def _vector_maker(variant, samples, output_mask, targets, generator):
-    """logits → K × N × C logit-space vectors whose per-sample squared gradients sum to the Fisher."""
+    """logits of inputs[start:stop] → their K × N × C vectors (`logit_vectors`)."""
 
     def make(logits, start, stop):
-        work = logits if logits.dtype == torch.float64 else logits.float()  # half precision: in float32
-        p = masked_log_softmax(work, output_mask).exp()
-        C = p.shape[1]
-        allowed = torch.arange(C, device=p.device) if output_mask is None \
-            else output_mask.to(p.device).nonzero().flatten()
-        if variant == "exact":
-            v = _exact(p, allowed) if len(allowed) > 1 else p.new_zeros(0, *p.shape)
-        elif variant == "sampled":
-            v = _sampled(p, allowed, samples, generator)
-        else:  # empirical
-            v = (torch.nn.functional.one_hot(targets[start:stop], C).to(p.dtype) - p).unsqueeze(0)
-        return v.to(logits.dtype)
+        y = targets[start:stop] if variant == "empirical" else None
+        return logit_vectors(logits, variant, samples, output_mask, y, generator)
 
     return make
 
 
-def _batch_chunk(model, params: dict, x, y, output_mask, sums) -> None:
-    """(∇θ mean_n log p(y_n|x_n))² of one chunk."""
-    with torch.enable_grad():
-        logp = masked_log_softmax(model(x), output_mask)
-        mean_ll = logp.gather(1, y.view(-1, 1)).mean()
-        grads = torch.autograd.grad(mean_ll, list(params.values()), allow_unused=True)
-    for n, g in zip(params, grads):
+def _batch_gradients(model, params: dict, x, y, batch: int, output_mask, chunk_size: int, sums) -> None:
+    """Add (∇θ mean_{n∈batch} log p(y_n|x_n))² of one mini-batch of `batch` inputs; its gradient summed
+    over pieces of at most `chunk_size` inputs (memory)."""
+    total = None
+    for start in range(0, len(x), chunk_size):
+        with torch.enable_grad():
+            logp = masked_log_softmax(model(x[start : start + chunk_size]), output_mask)
+            ll = logp.gather(1, y[start : start + chunk_size].view(-1, 1)).sum() / batch
+            grads = torch.autograd.grad(ll, list(params.values()), allow_unused=True)
+        if total is None:
+            total = [None if g is None else g.detach() for g in grads]
+        else:
+            total = [t if g is None else (g.detach() if t is None else t.add_(g)) for t, g in zip(total, grads)]
+    for n, g in zip(params, total):
         if g is not None:
-            sums[n] += g.detach().pow(2)
+            sums[n].addcmul_(g, g)
 
 
 def diag_fisher(
@@ -105,26 +127,33 @@ def diag_fisher(
     output_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     reduce: bool = True,
+    batch_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The diagonal Fisher of `model` (logits N × C) on `inputs`, keyed by trainable parameter name.
 
-    A mean over the inputs (`batch`: over chunks of `chunk_size`). `output_mask` (bool, C) restricts
-    the predictive distribution to the allowed outputs (task-IL). `samples` and `generator` are for
-    `sampled`. Runs in eval mode and restores each module's mode; leaves no hooks and no `.grad`;
-    memory grows with `chunk_size`, not with N. With `reduce` under DDP (world size > 1), each rank
-    passes its shard and the sums and counts are all-reduced: the Fisher of the whole data.
+    A mean over the inputs; `batch`: over the M = ⌈N/B⌉ consecutive mini-batches of `batch_size` = B
+    inputs (required for it: the training batch size, for that is what the public code it mimics
+    squares; the last mini-batch may be smaller). `chunk_size` only bounds memory: it never changes
+    the result. `output_mask` (bool, C) restricts the predictive distribution to the allowed outputs
+    (task-IL). `samples` and `generator` are for `sampled`. Runs in eval mode and restores each
+    module's mode; leaves no hooks and no `.grad`; memory grows with `chunk_size`, not with N. With
+    `reduce` under DDP (world size > 1), each rank passes its shard and the sums and counts are
+    all-reduced: the Fisher of the whole data.
     """
     _check(variant, samples, targets, output_mask)
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r}: must be >= 1")
+    if variant == "batch" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"the batch Fisher needs batch_size, the mini-batch size B (the training batch size), "
+                         f"an integer >= 1; got {batch_size!r}")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     sums = zero_sums(model)
     with eval_mode(model):
         if variant == "batch":
-            for start in range(0, len(inputs), chunk_size):
-                _batch_chunk(model, params, inputs[start : start + chunk_size], targets[start : start + chunk_size],
-                             output_mask, sums)
-            count = float(-(-len(inputs) // chunk_size))
+            for start in range(0, len(inputs), batch_size):
+                x, y = inputs[start : start + batch_size], targets[start : start + batch_size]
+                _batch_gradients(model, params, x, y, len(x), output_mask, chunk_size, sums)
+            count = float(-(-len(inputs) // batch_size))
         else:
             vectors = _vector_maker(variant, samples, output_mask, targets, generator)
             accumulate(model, inputs, vectors, SQUARE, sums, chunk_size)

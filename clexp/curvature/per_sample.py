@@ -2,7 +2,9 @@
 
 Given logit-space vectors v (K × N × C, e.g. the exact Fisher's factors of the cross-entropy
 Hessian), the per-sample gradient g_kn of `z(x_n) · v_kn` is what every estimator needs. One chunk
-of inputs accumulates Σ_k Σ_n g_kn² (SQUARE: Fisher) or Σ_n |Σ_k g_kn| (ABS: MAS):
+of inputs accumulates Σ_k Σ_n g_kn² (SQUARE: Fisher) or Σ_n |Σ_k g_kn| (ABS: MAS), or, for the
+Linear / Conv2d layers, the Kronecker factors A = Σ_n Σ ā āᵀ and G = Σ_k Σ_n (1/L) Σ δ_k δ_kᵀ
+(KRONECKER: KFAC, see kronecker.py) — the same sites, hooks, chunks and backward passes:
 
 - forward hooks keep the input a and output z of each module that owns trainable parameters;
 - one backward per vector k (retain_graph) gives every layer's output gradient δ; a loop over K
@@ -36,7 +38,7 @@ from torch.nn.utils import parametrize
 
 from clexp.curvature.distributed import all_reduce_sums
 
-SQUARE, ABS = "square", "abs"
+SQUARE, ABS, KRONECKER = "square", "abs", "kronecker"
 LINEAR, CONV, LOCAL = "linear", "conv", "local"
 PER_SAMPLE_BUDGET = 2**24  # elements of per-sample gradients materialised at once
 COLS_CACHE_BUDGET = 2**26  # elements of unfolded conv inputs kept for all K vectors of a chunk
@@ -97,6 +99,7 @@ class _Site:
         self.name, self.module, self.kind, self.leaves = name, module, _kind(module), leaves
         self.calls: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
         self.ok = True  # False: called in a way the hooks do not cover → whole-model fallback
+        self.batched = True  # dim 0 of input and output must be the samples (False: Kronecker sums only)
 
     def record(self, args, kwargs, output, n: int, clone: bool):
         if not self.ok:
@@ -105,7 +108,8 @@ class _Site:
             return None  # no gradient reaches the parameters through this call
         a = args[0] if len(args) == 1 else None
         if kwargs or not isinstance(a, torch.Tensor) or not isinstance(output, torch.Tensor) \
-                or a.dim() == 0 or output.dim() == 0 or a.shape[0] != n or output.shape[0] != n \
+                or a.dim() == 0 or output.dim() == 0 \
+                or (self.batched and (a.shape[0] != n or output.shape[0] != n)) \
                 or (self.kind == CONV and a.dim() != 4) or (self.kind == LINEAR and a.dim() < 2):
             self.ok = False
             return None
@@ -144,6 +148,18 @@ def _plan(model: nn.Module) -> tuple[list[_Site], list[str]]:
         else:
             sites.append(_Site(mname, m, leaves))
     return sites, shared
+
+
+def factorisable(site: _Site) -> bool:
+    """A Linear / Conv2d site whose own parameters (weight, and bias if it has one) are all trainable
+    and not shared with another module: the layers with Kronecker factors."""
+    own = {leaf for leaf, _ in site.module.named_parameters(recurse=False)}
+    return site.kind in (LINEAR, CONV) and "weight" in own and set(site.leaves) == own
+
+
+def factor_sites(model: nn.Module) -> list[_Site]:
+    """The sites `kronecker.kfac_factors` factorises, in module order."""
+    return [s for s in _plan(model)[0] if factorisable(s)]
 
 
 class _Recorder:
@@ -335,6 +351,79 @@ class _Local(_Stats):
                     self._add(leaf, _reduce(g, self.stat))
 
 
+class _Kronecker(_Stats):
+    """Linear / Conv2d: one chunk's sums of the Kronecker factors, into `sums["<layer>/A"]`,
+    `["<layer>/G"]` and `["<layer>/used"]` (created by `zero_factor_sums`):
+
+        A += Σ_uses Σ_rows ā āᵀ          once per chunk (ā: the input row or unfolded patch, 1 appended
+                                          for the bias);
+        G += (1/L) Σ_uses Σ_rows δ_k δ_kᵀ  for every vector k, L the rows per sample of all uses together.
+
+    A row is a position (one per sample for a Linear on N × in, L for N × L × in, H_out·W_out for a
+    convolution); a layer used several times contributes the rows of every use, as if they were more
+    positions of one use. Rows need not be grouped by sample, so a layer applied to a flattened
+    (N·L) × in batch is factorised too.
+    """
+
+    def __init__(self, site, stat, sums, n: int):
+        super().__init__(site, stat, sums)
+        key = site.name
+        self.A, self.G = sums[f"{key}/A"], sums[f"{key}/G"]
+        sums[f"{key}/used"] += 1
+        self.bias = "bias" in site.leaves
+        rows = [self._rows(a) for a, *_ in site.calls]
+        for r in rows:  # A = [[Σ rrᵀ, Σ r], [Σ rᵀ, rows]] without appending a ones column
+            inner = self.A[: r.shape[1], : r.shape[1]] if self.bias else self.A
+            inner.addmm_(r.t(), r)
+            if self.bias:
+                total = r.sum(0)
+                self.A[-1, :-1] += total
+                self.A[:-1, -1] += total
+                self.A[-1, -1] += r.shape[0]
+        self.positions = max(sum(r.shape[0] for r in rows) / max(n, 1), 1e-30)  # L per sample
+        self.acc = None
+
+    def _rows(self, a: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        if self.site.kind == CONV:
+            cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)  # N, I, L
+            r = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        else:
+            r = a.reshape(-1, a.shape[-1])
+        return r.to(self.A.dtype)
+
+    def update(self, deltas):
+        for d in deltas:
+            if self.site.kind == CONV:  # N, out, H, W → out × (N·H·W)
+                r = d.transpose(0, 1).reshape(d.shape[1], -1).to(self.G.dtype)
+                rt = r.t()
+            else:
+                rt = d.reshape(-1, d.shape[-1]).to(self.G.dtype)
+                r = rt.t()
+            if self.acc is None:
+                self.acc = r @ rt
+            else:
+                self.acc.addmm_(r, rt)
+
+    def finalize(self):
+        if self.acc is not None:
+            self.G.add_(self.acc, alpha=1.0 / self.positions)
+
+
+def zero_factor_sums(model: nn.Module, sites: list[_Site]) -> dict[str, torch.Tensor]:
+    """Zero accumulators of the Kronecker factors of `sites` (at least float32): every rank creates
+    the same keys, whatever its shard reaches, so the sums can be all-reduced."""
+    out = {}
+    for s in sites:
+        w = s.module.weight
+        dtype = w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32
+        n_in = w[0].numel() + ("bias" in s.leaves)
+        out[f"{s.name}/A"] = torch.zeros(n_in, n_in, dtype=dtype, device=w.device)
+        out[f"{s.name}/G"] = torch.zeros(w.shape[0], w.shape[0], dtype=dtype, device=w.device)
+        out[f"{s.name}/used"] = torch.zeros((), dtype=dtype, device=w.device)
+    return out
+
+
 def _stats(site: _Site, stat: str, sums: dict[str, torch.Tensor]) -> _Stats:
     if site.kind == LINEAR:
         flat = len(site.calls) == 1 and site.calls[0][0].dim() == 2
@@ -382,15 +471,23 @@ def accumulate(
     stat: str,
     sums: dict[str, torch.Tensor],
     chunk_size: int,
+    sites: list[_Site] | None = None,
 ) -> None:
-    """Add the Σ-statistics of all `inputs` into `sums` (keyed by parameter name, from `zero_sums`).
+    """Add the Σ-statistics of all `inputs` into `sums` (from `zero_sums`, or `zero_factor_sums`).
 
     `make_vectors(logits, start, stop)` returns K × n × C logit-space vectors for inputs[start:stop]
     (constants; weights folded in). SQUARE adds Σ_k Σ_n g_kn², ABS adds Σ_n |Σ_k g_kn| of the
-    per-sample gradients of z·v_kn. Chunks hold at most `chunk_size` inputs (on CPU fewer when the
-    layers' outputs exceed ACTIVATION_BUDGET elements: cache-sized tensors, faster, same result).
+    per-sample gradients of z·v_kn, for every trainable parameter. KRONECKER adds the Kronecker
+    factors' sums of `sites` (default: `factor_sites(model)`; see `_Kronecker`). Chunks hold at most
+    `chunk_size` inputs (on CPU fewer when the layers' outputs exceed ACTIVATION_BUDGET elements:
+    cache-sized tensors, faster, same result).
     """
-    sites, shared = _plan(model)
+    if stat == KRONECKER:
+        sites, shared = (factor_sites(model) if sites is None else sites), []
+        for s in sites:
+            s.batched = False
+    else:
+        sites, shared = _plan(model)
     clone, start, step = False, 0, min(chunk_size, 32 if inputs.device.type == "cpu" else chunk_size)
     while start < len(inputs):
         stop = min(start + step, len(inputs))
@@ -400,7 +497,10 @@ def accumulate(
             clone = True
             logits = _forward(model, x, sites, clone)
         vectors = make_vectors(logits.detach(), start, stop)
-        _chunk(model, x, logits, vectors, sites, shared, stat, sums)
+        if stat == KRONECKER:
+            _factor_chunk(x, logits, vectors, sites, sums)
+        else:
+            _chunk(model, x, logits, vectors, sites, shared, stat, sums)
         start, step = stop, chunk_size
         if x.device.type == "cpu":  # on CPU, cache-sized pieces run faster; accelerators want big batches
             kept = sum(z.numel() for s in sites for _, z, *_ in s.calls) / len(x)
@@ -413,15 +513,32 @@ def _chunk(model, x, logits, vectors, sites, shared, stat, sums) -> None:
     fallback = shared + [n for s in sites if not s.ok for n in s.leaves.values()]
     live = [s for s in sites if s.ok and s.calls]
     if len(vectors) and live and logits.requires_grad:
-        _backprop(logits, vectors, live, stat, sums)
+        stats = [_stats(s, stat, sums) for s in live]
+        _backprop(logits, vectors, live, stats)
+        for st in stats:
+            st.finalize()
     if fallback and len(vectors):
         _whole_model(model, fallback, x, vectors, stat, sums)
 
 
-def _backprop(logits, vectors, sites: list[_Site], stat: str, sums: dict[str, torch.Tensor]) -> None:
+def _factor_chunk(x, logits, vectors, sites, sums) -> None:
+    """The Kronecker factors' sums of one chunk: A of every layer the forward used, G from the vectors."""
+    bad = [s.name for s in sites if not s.ok]
+    if bad:
+        raise ValueError(f"Kronecker factors: layer(s) {', '.join(map(repr, bad))} are called in a way the "
+                         "forward hooks do not cover (keyword arguments, several inputs, or a non-tensor input); "
+                         "call them as layer(x), or use the diagonal Fisher (method=ewc)")
+    live = [s for s in sites if s.calls]
+    stats = [_Kronecker(s, KRONECKER, sums, len(x)) for s in live]
+    if len(vectors) and live and logits.requires_grad:
+        _backprop(logits, vectors, live, stats)
+    for st in stats:
+        st.finalize()
+
+
+def _backprop(logits, vectors, sites: list[_Site], stats: list[_Stats]) -> None:
     """One backward per vector to every site's outputs, statistics accumulated as δ arrives."""
     outputs = [z for s in sites for _, z, *_ in s.calls]
-    stats = [_stats(s, stat, sums) for s in sites]
     for k, v in enumerate(vectors):
         deltas = torch.autograd.grad(logits, outputs, v, retain_graph=k < len(vectors) - 1, allow_unused=True)
         start = 0
@@ -431,5 +548,3 @@ def _backprop(logits, vectors, sites: list[_Site], stat: str, sums: dict[str, to
             if any(d is not None for d in got):  # else the outputs do not reach the logits: zero
                 st.update([torch.zeros_like(z) if d is None else d for d, (_, z, *_) in zip(got, s.calls)])
         del deltas
-    for st in stats:
-        st.finalize()

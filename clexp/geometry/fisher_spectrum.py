@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from clexp.geometry.first_experience import train_first_experience
 from clexp.curvature import diag_fisher
+from clexp.geometry.first_experience import train_first_experience
 from clexp.plots import _pyplot
 
 VARIANTS = ("exact", "sampled", "empirical", "batch")
@@ -19,8 +19,9 @@ def run(cfg, out: Path) -> dict:
     model, _, exp, mask = train_first_experience(cfg)
     x, y = exp.x_train, exp.y_train
     g = torch.Generator().manual_seed(cfg.seed)
-    fishers = {v: diag_fisher(model, x, y, variant=v, chunk_size=cfg.train.batch_size if v == "batch" else 256,
-                              output_mask=mask, generator=g) for v in VARIANTS}
+    # the batch variant's B is the training batch size, as in the method configs (FisherImportance)
+    fishers = {v: diag_fisher(model, x, y, variant=v, output_mask=mask, generator=g,
+                              batch_size=cfg.train.batch_size) for v in VARIANTS}
     flat = {v: torch.cat([t.reshape(-1) for t in f.values()]) for v, f in fishers.items()}
     trace = {v: flat[v].sum().item() for v in VARIANTS}
     ratios = {v: trace[v] / trace["exact"] for v in VARIANTS}

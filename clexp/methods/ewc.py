@@ -21,13 +21,21 @@ class EWCPenalty(QuadraticPenalty):
 
 
 class FisherImportance(ImportanceCallback):
-    """Diagonal Fisher of the experience: `variant` exact | sampled | empirical | batch."""
+    """Diagonal Fisher of the experience: `variant` exact | sampled | empirical | batch.
+
+    `chunk_size` bounds memory only (inputs per batched backward). `batch_size` is the batch
+    variant's mini-batch size B — the training batch size (the configs pass `train.batch_size`):
+    the batch Fisher squares mini-batch gradients, ≈ 1/B of the empirical Fisher; required for it.
+    """
 
     def __init__(self, variant: str = "exact", samples: int = 1, max_samples: int | None = None,
-                 chunk_size: int = 256, seed: int = 0, plot: bool = True):
+                 chunk_size: int = 256, seed: int = 0, plot: bool = True, batch_size: int | None = None):
         super().__init__(plot)
+        if variant == "batch" and batch_size is None:
+            raise ValueError("FisherImportance(variant='batch') needs batch_size, the training batch size "
+                             "(method configs pass batch_size: ${train.batch_size})")
         self.variant, self.samples, self.max_samples = variant, samples, max_samples
-        self.chunk_size, self.seed = chunk_size, seed
+        self.chunk_size, self.seed, self.batch_size = chunk_size, seed, batch_size
 
     def estimate(self, trainer, pl_module):
         from clexp.curvature import diag_fisher
@@ -36,4 +44,5 @@ class FisherImportance(ImportanceCallback):
         i = int(pl_module.experience)
         g = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104729 + i)
         return diag_fisher(pl_module.model, x, y, variant=self.variant, samples=self.samples,
-                           chunk_size=self.chunk_size, output_mask=pl_module.output_mask(i), generator=g)
+                           chunk_size=self.chunk_size, output_mask=pl_module.output_mask(i), generator=g,
+                           batch_size=self.batch_size)

@@ -1,5 +1,14 @@
 """KFAC-EWC: ½·λ·Σ_layers tr(ΔW̄ᵀ G ΔW̄ A) with ΔW̄ = W̄ − W̄*, whose gradient is λ·G ΔW̄ A — no
-Kronecker product is ever formed. Layers the factors do not cover fall back to a diagonal penalty.
+Kronecker product is ever formed.
+
+Every trainable parameter is regularized, none is left out silently:
+- the layers of `curvature.kronecker.hooked_layers` (Linear; Conv2d with zero padding, one group;
+  all own parameters trainable and not tied to another module) get Kronecker factors — a layer
+  called several times per forward (a shared layer) included: its factors sum over the uses, the
+  uses' positions counted like more positions of one use (A summed, G summed and divided by the
+  total positions; see kronecker.py);
+- every other trainable parameter (normalisation layers, embeddings, tied or parametrized weights,
+  a trainable bias next to a frozen weight) gets the diagonal Fisher, (λ/2)·Σ F (θ − θ*)².
 
 - `separate` mode keeps one (A, G, W̄*) triple per past experience (the Kronecker sums cannot be
   merged into one quadratic, unlike the diagonal case);
@@ -33,6 +42,8 @@ class KroneckerPenalty(Regularizer):
         self.layers: list[str] = []
 
     def bind(self, model: nn.Module) -> None:
+        """Kronecker factors for `hooked_layers(model)`, the diagonal penalty for every other trainable
+        parameter: together they cover all of them."""
         self.layers = list(hooked_layers(model))
         covered = {f"{layer}.{leaf}" if layer else leaf for layer in self.layers
                    for leaf, _ in model.get_submodule(layer).named_parameters(recurse=False)}
