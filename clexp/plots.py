@@ -22,40 +22,67 @@ def log10_values(importance: dict[str, torch.Tensor]) -> torch.Tensor:
     return flat[flat > 0].log10()
 
 
-def importance_histogram(importance: dict[str, torch.Tensor], path: Path, title: str) -> Path:
-    """Histogram of log10 importance: the long tail of a few important parameters that EWC relies on."""
-    plt = _pyplot()
+def histogram_counts(importance: dict[str, torch.Tensor], bins: int = 80) -> dict:
+    """The histogram of log10 importance as numbers (cheap: no matplotlib), plus how many are ≤ 0."""
     values = log10_values(importance)
-    n_total = sum(v.numel() for v in importance.values())
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    total = sum(v.numel() for v in importance.values())
     if len(values):
-        ax.hist(values.numpy(), bins=80, color="tab:blue")
-    ax.set_xlabel("log10 importance")
-    ax.set_ylabel("parameters")
-    ax.set_yscale("log")
-    ax.set_title(f"{title}  ({n_total - len(values)} of {n_total} are ≤ 0)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        low, high = float(values.min()), float(values.max())
+        high = high if high > low else low + 1.0
+        counts = torch.histc(values, bins=bins, min=low, max=high)
+        edges = torch.linspace(low, high, bins + 1)
+    else:
+        counts, edges = torch.zeros(0), torch.zeros(0)
+    return {"counts": counts.tolist(), "edges": edges.tolist(), "zeros": total - len(values), "total": total}
 
 
 def log_importance(trainer, importance: dict[str, torch.Tensor], experience: int, estimator: str) -> None:
-    """Save `importance/exp{i}.png` in the run folder; log the histogram and the image to wandb."""
-    path = Path(trainer.default_root_dir) / "importance" / f"exp{experience}.png"
-    importance_histogram(importance, path, f"{estimator}, experience {experience}")
+    """At a boundary: the histogram's numbers into `importance/exp{i}.json` (drawn once, at the end of
+    the run, by `importance_figure`) and, with wandb, as a `wandb.Histogram` — no matplotlib here."""
+    import json
+
+    hist = {**histogram_counts(importance), "experience": experience, "estimator": estimator}
+    path = Path(trainer.default_root_dir) / "importance" / f"exp{experience}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(hist))
     from pytorch_lightning.loggers import WandbLogger
 
-    if isinstance(trainer.logger, WandbLogger):
+    if isinstance(trainer.logger, WandbLogger) and hist["counts"]:
+        import numpy as np
         import wandb
 
-        values = log10_values(importance).numpy()
         trainer.logger.experiment.log({
-            "importance/log10_histogram": wandb.Histogram(values, num_bins=64),
-            "importance/histogram_png": wandb.Image(str(path)),
+            "importance/log10_histogram": wandb.Histogram(np_histogram=(np.array(hist["counts"]),
+                                                                        np.array(hist["edges"]))),
             "experience": experience,
         })
+
+
+def importance_figure(run_dir: Path) -> Path | None:
+    """`importance.png`: one histogram of log10 importance per experience (the long tail of a few
+    important parameters that EWC relies on), from the numbers the boundaries saved."""
+    import json
+
+    files = sorted((Path(run_dir) / "importance").glob("exp*.json"), key=lambda p: int(p.stem[3:]))
+    if not files:
+        return None
+    hists = [json.loads(p.read_text()) for p in files]
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(hists), 1, figsize=(6, 0.6 + 1.5 * len(hists)), sharex=True, squeeze=False)
+    for ax, h in zip(axes[:, 0], hists):
+        if h["counts"]:
+            edges = h["edges"]
+            ax.stairs(h["counts"], edges, fill=True, color="tab:blue")
+        ax.set_yscale("log")
+        ax.set_ylabel("parameters", fontsize=7)
+        ax.set_title(f"{h['estimator']}, experience {h['experience']}  ({h['zeros']} of {h['total']} are ≤ 0)",
+                     fontsize=8)
+    axes[-1, 0].set_xlabel("log10 importance")
+    fig.tight_layout()
+    path = Path(run_dir) / "importance.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def accuracy_heatmap(R: list[list[float]], path: Path, title: str = "") -> Path:
@@ -103,9 +130,13 @@ def accuracy_curves(R: list[list[float]], path: Path, title: str = "") -> Path:
 
 
 def run_figures(R: list[list[float]], run_dir: Path, name: str, logger=None) -> list[Path]:
-    """`acc_matrix.png` and `acc_curves.png` in the run folder; also logged to wandb."""
+    """`acc_matrix.png`, `acc_curves.png` and (for methods with importances) `importance.png` in the
+    run folder, drawn once at the end; also logged to wandb."""
     paths = [accuracy_heatmap(R, Path(run_dir) / "acc_matrix.png", name),
              accuracy_curves(R, Path(run_dir) / "acc_curves.png", name)]
+    importance = importance_figure(run_dir)
+    if importance is not None:
+        paths.append(importance)
     from pytorch_lightning.loggers import WandbLogger
 
     if isinstance(logger, WandbLogger):

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.utilities import rank_zero_only
 
 from clexp import checkpoint
 from clexp.build import Components, build_model, components, load_stream
@@ -69,7 +70,7 @@ class StreamRunner:
             max_steps=iterations - done_steps if iterations is not None else -1,
             callbacks=self.callbacks,
             logger=self.logger if self.logger is not None else False,
-            enable_model_summary=i == self.start_experience and not done_steps,
+            enable_model_summary=False,  # one line instead (`describe_model`), printed once
             default_root_dir=str(self.run_dir),
         )
 
@@ -93,6 +94,7 @@ class StreamRunner:
     def run(self) -> dict:
         start = time.perf_counter()
         quiet_lightning()
+        describe_model(self.model)
         for i in range(self.start_experience, len(self.stream)):
             self.run_experience(i)
         results = collect(self.cfg, self.accuracy, self.train_seconds, time.perf_counter() - start,
@@ -153,6 +155,13 @@ class StreamRunner:
         else:
             self.start_experience = int(state["experience"])
             self.resume_point = state["point"] | {"torch_rng": state["torch_rng"]}
+
+
+@rank_zero_only
+def describe_model(model: torch.nn.Module) -> None:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"model: {type(model).__name__}, {total:,} parameters ({trainable:,} trainable)")
 
 
 def quiet_lightning() -> None:

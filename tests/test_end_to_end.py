@@ -66,3 +66,13 @@ def test_stream_checkpoint_is_written_and_loads_safely(tmp_path):
     run_stream(tmp_path, ["scenario.n_experiences=2", "train.epochs=1"])
     state = checkpoint.load(checkpoint.last_checkpoint(tmp_path))
     assert state["experience"] == 1 and len(state["accuracy"]["rows"]) == 2
+
+
+def test_importance_histograms_saved_per_experience_and_drawn_once_at_the_end(tmp_path):
+    results = run_stream(tmp_path, ["method=si", "train.epochs=1"])
+    check_matrix(results)
+    hists = [json.loads((tmp_path / "importance" / f"exp{i}.json").read_text()) for i in range(5)]
+    n_params = sum(h["total"] for h in hists[:1])
+    assert all(h["total"] == n_params and sum(h["counts"]) + h["zeros"] == h["total"] for h in hists)
+    assert (tmp_path / "importance.png").read_bytes().startswith(b"\x89PNG")
+    assert not list((tmp_path / "importance").glob("*.png"))  # no figure per experience

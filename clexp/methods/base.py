@@ -25,6 +25,9 @@ class Regularizer(nn.Module):
     # True: the training loop asks `value(model)` only when it logs, and adds the gradient itself with
     # `add_gradient(model, grad_scale)` after the backward (no autograd graph, fewest passes over the parameters)
     analytic_gradient = False
+    # True: the term also receives `features=` (the output of `model.features` in the step's own
+    # forward, recorded by ContinualModule) instead of running the backbone a second time (LwF)
+    needs_features = False
 
     def forward(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

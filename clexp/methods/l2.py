@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from clexp.errors import check_number
 from clexp.methods.base import ImportanceCallback
 from clexp.methods.quadratic import QuadraticPenalty
 
@@ -24,6 +25,7 @@ class L2Penalty(QuadraticPenalty):
     """(λ/2)·Σ Ω (θ − θ*)² with Ω ∈ {0, 1} (replaced at every consolidation), anchor the latest parameters."""
 
     def __init__(self, lam: float):
+        check_number("lam", lam, low=0)
         super().__init__(lam, factor=0.5, mode="online", gamma=0.0)
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clexp.errors import check_number
 from clexp.methods.base import Regularizer
 
 
@@ -45,6 +46,8 @@ class Distillation(Regularizer):
     """
 
     def __init__(self, strength: float = 1.0, temperature: float = 2.0):
+        check_number("strength", strength, low=0)
+        check_number("temperature", temperature, low=0, low_open=True)
         super().__init__()
         self.strength, self.temperature = float(strength), float(temperature)
         self.teacher: nn.Module | None = None

@@ -3,6 +3,7 @@ inputs of the per-sample |∂‖f(x)‖²₂/∂θ| (no labels), accumulated ove
 
 from __future__ import annotations
 
+from clexp.errors import check_int, check_number
 from clexp.methods.base import ImportanceCallback, experience_shard
 from clexp.methods.quadratic import QuadraticPenalty
 
@@ -11,6 +12,7 @@ class MASPenalty(QuadraticPenalty):
     """λ·Σ Ω (θ − θ*)², Ω ← Ω + Ω_t, anchor the latest parameters."""
 
     def __init__(self, lam: float):
+        check_number("lam", lam, low=0)
         super().__init__(lam, factor=1.0, mode="online", gamma=1.0)
 
 
@@ -18,6 +20,8 @@ class MASImportance(ImportanceCallback):
     """Mean per-sample |∂‖f(x)‖²/∂θ| over the experience's inputs."""
 
     def __init__(self, max_samples: int | None = None, chunk_size: int = 256, seed: int = 0, plot: bool = True):
+        check_int("max_samples", max_samples, allow_none=True)
+        check_int("chunk_size", chunk_size)
         super().__init__(plot)
         self.max_samples, self.chunk_size, self.seed = max_samples, chunk_size, seed
 

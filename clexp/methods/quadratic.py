@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clexp.errors import check_choice, check_number
 from clexp.methods.base import Regularizer
 
 MODES = ("separate", "online")
@@ -63,8 +64,9 @@ class QuadraticPenalty(Regularizer):
     def __init__(self, strength: float, factor: float = 1.0, mode: str = "separate", gamma: float = 1.0,
                  clamp_min: float | None = None):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}: allowed are {', '.join(MODES)}")
+        check_number("strength", strength, low=0)
+        check_choice("mode", mode, MODES)
+        check_number("gamma", gamma, low=0, high=1)
         self.strength, self.factor, self.mode, self.gamma = float(strength), float(factor), mode, float(gamma)
         self.clamp_min = clamp_min
         self.names: list[str] = []

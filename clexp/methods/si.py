@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clexp.errors import check_number
 from clexp.methods.base import ImportanceCallback
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
@@ -27,6 +28,7 @@ class PathIntegralPenalty(QuadraticPenalty):
     """
 
     def __init__(self, strength: float, clamp: bool = False):
+        check_number("strength", strength, low=0)
         super().__init__(strength, factor=1.0, mode="online", gamma=1.0, clamp_min=0.0 if clamp else None)
 
     def bind(self, model: nn.Module) -> None:
@@ -63,6 +65,7 @@ class PathIntegral(ImportanceCallback):
     """ω after every optimizer step, consolidated at the boundary with ξ (sums in the penalty's buffers)."""
 
     def __init__(self, xi: float = 0.1, plot: bool = True):
+        check_number("xi", xi, low=0, low_open=True)
         super().__init__(plot)
         self.xi = xi
 
