@@ -1,15 +1,19 @@
 """The diagonal Fisher against the brute-force oracles (tests/oracles.py: batch size 1, one backward
 per class) over the shared test problems (tests/cases.py)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 
 from clexp.curvature import FISHER_VARIANTS, diag_fisher
 from clexp.curvature.fisher import _exact, logit_vectors
 from tests import oracles
 from tests.cases import BY_ID, CASES, KEYWORDS, MASK, MASKS, TWO, Y, labels, seeded
+from tests.conftest import compose
 from tests.oracles import rel_err
 
 
@@ -88,6 +92,22 @@ def test_batch_variant_uses_batch_size_and_chunk_size_only_bounds_memory():
     ref = oracles.batch_fisher(model, x, y, 8)  # 8, 8, 4
     for chunk in (1, 3, 8, 256):
         assert rel_err(diag_fisher(model, x, y, variant="batch", batch_size=8, chunk_size=chunk), ref) < 1e-10
+
+
+@pytest.mark.parametrize("method", ["ewc", "online_ewc"])
+def test_batch_variant_from_the_method_config_uses_the_training_batch_size(method):
+    """method.fisher.variant=batch: B is train.batch_size (not fisher.chunk_size, a memory bound)."""
+    cfg = compose([f"method={method}", "method.fisher.variant=batch", "train.batch_size=8"])
+    callback = instantiate(cfg.method.callbacks.importance)
+    assert callback.batch_size == 8 and callback.chunk_size == 256
+    case = BY_ID["mlp"]
+    model, x, y = case.model(), case.inputs(20), labels(None, 20)
+    pl_module = SimpleNamespace(model=model, current_experience=SimpleNamespace(x_train=x, y_train=y, index=0),
+                                experience=torch.tensor(0), device=torch.device("cpu"), output_mask=lambda i: None)
+    trainer = SimpleNamespace(global_rank=0, world_size=1)
+    assert rel_err(callback.estimate(trainer, pl_module), oracles.batch_fisher(model, x, y, 8)) < 1e-10
+    with pytest.raises(ValueError, match="batch_size"):
+        type(callback)(variant="batch")  # no silent default for B
 
 
 @pytest.mark.parametrize("mask", [None, MASK, TWO])
