@@ -21,10 +21,6 @@ def _check(cond: bool, key: str, value, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def validate(cfg: DictConfig) -> Components:
     """Raise `ConfigError` for the first bad value found; return the run's components (built, hence
     checked: every object checks its own arguments)."""
@@ -43,7 +39,6 @@ def validate(cfg: DictConfig) -> Components:
     _check(isinstance(train.eval_batch_size, int) and train.eval_batch_size >= 1, "train.eval_batch_size",
            train.eval_batch_size, "an integer >= 1")
 
-    _validate_method(cfg.method)
     parts = components(cfg)
 
     # checks that span groups: the scenario against the dataset and the model
@@ -58,35 +53,6 @@ def validate(cfg: DictConfig) -> Components:
                f"multi-head models need scenario.incremental=task (got {sc.incremental})")
     _validate_devices(cfg.trainer)
     return parts
-
-
-FISHER_VARIANTS = ("exact", "sampled", "empirical", "batch")
-
-
-def _validate_method(m: DictConfig) -> None:
-    """The methods' values (to move into the methods' constructors)."""
-    for key in ("lam", "c"):
-        if key in m:
-            _check(_number(m[key]) and m[key] >= 0, f"method.{key}", m[key], "a number >= 0")
-    if "xi" in m:
-        _check(_number(m.xi) and m.xi > 0, "method.xi", m.xi, "a number > 0")
-    if "gamma" in m:
-        _check(_number(m.gamma) and 0 < m.gamma <= 1, "method.gamma", m.gamma, "a number in (0, 1]")
-    if "temperature" in m:
-        _check(_number(m.temperature) and m.temperature > 0, "method.temperature", m.temperature, "a number > 0")
-    if "mode" in m:
-        _check(m.mode in ("separate", "online"), "method.mode", m.mode, "separate, online")
-    fisher = m.get("fisher")
-    if fisher is not None and m.name == "kfac_ewc":
-        _check(fisher.variant in ("exact", "sampled"), "method.fisher.variant", fisher.variant, "exact, sampled")
-    if fisher is not None:
-        _check(fisher.variant in FISHER_VARIANTS, "method.fisher.variant", fisher.variant, ", ".join(FISHER_VARIANTS))
-        _check(isinstance(fisher.samples, int) and fisher.samples >= 1, "method.fisher.samples", fisher.samples,
-               "an integer >= 1")
-    for key, node in (("method.fisher.max_samples", fisher), ("method.max_samples", m)):
-        value = node.get("max_samples") if node is not None else None
-        if value is not None:
-            _check(isinstance(value, int) and value >= 1, key, value, "an integer >= 1 or null (all)")
 
 
 def _validate_devices(t: DictConfig) -> None:

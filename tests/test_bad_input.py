@@ -72,3 +72,30 @@ def test_exploding_penalty_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     state = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "run"))
     assert state["experience"] == 0 and state["finished"]
     assert all(v.isfinite().all() for v in state["module"].values() if v.is_floating_point())
+
+
+KFAC_CASES = [("method=kfac_ewc method.fisher.variant=empirical", "method.fisher.variant"),
+              ("method=kfac_ewc method.mode=both", "method.mode"),
+              ("method=lwf method.temperature=0", "method.temperature"),
+              ("method=mas method.max_samples=0", "method.max_samples"),
+              ("method=l2 method.lam=-1", "method.lam"),
+              ("method=ewc method.fisher.chunk_size=0", "method.fisher.chunk_size")]
+
+
+@pytest.mark.parametrize("overrides,key", KFAC_CASES, ids=[c[0].split()[-1] for c in KFAC_CASES])
+def test_method_values_are_checked_by_the_methods_themselves(tmp_path, clexp_main, overrides, key):
+    out = clexp_main([*QUICK, *overrides.split()], tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("clexp: error:")]
+    assert len(lines) == 1 and key in lines[0], out.stderr
+
+
+def test_validation_has_no_method_names():
+    """Methods check their own values: validation.py never branches on which method runs."""
+    from pathlib import Path
+
+    import clexp.validation
+
+    source = Path(clexp.validation.__file__).read_text()
+    for name in ("ewc", "kfac", "lwf", "mas", "si\"", "'si'", "l2"):
+        assert name not in source

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from clexp.curvature.kronecker import hooked_layers, weight_matrix
+from clexp.errors import check_choice, check_number
 from clexp.methods.base import Regularizer, experience_shard
 from clexp.methods.ewc import FisherImportance
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
@@ -33,9 +34,10 @@ class KroneckerPenalty(Regularizer):
     analytic_gradient = True
 
     def __init__(self, strength: float, mode: str = "separate", gamma: float = 1.0):
+        check_number("strength", strength, low=0)
+        check_choice("mode", mode, ("separate", "online"))
+        check_number("gamma", gamma, low=0, high=1, low_open=True)
         super().__init__()
-        if mode not in ("separate", "online"):
-            raise ValueError(f"mode={mode!r}: allowed are separate, online")
         self.strength, self.mode, self.gamma = float(strength), mode, float(gamma)
         self.diag = QuadraticPenalty(strength, factor=0.5, mode=mode, gamma=gamma)
         self.register_buffer("slots", torch.zeros((), dtype=torch.long))  # factor triples held
@@ -134,6 +136,8 @@ class KFACImportance(FisherImportance):
     """Kronecker factors of the Linear / Conv2d layers (exact over classes, or sampled) and the
     diagonal Fisher of the other parameters, consolidated into a `KroneckerPenalty`. Same options as
     `FisherImportance` (variant: exact or sampled)."""
+
+    VARIANTS = ("exact", "sampled")
 
     def on_train_end(self, trainer, pl_module):
         from clexp.curvature import diag_fisher, kfac_diagonal, kfac_factors
