@@ -31,8 +31,8 @@ def growth(device: str, repeats: int) -> tuple[float, int, int]:
     and its value) after 20 vs 2 consolidations, timed in alternation; buffer counts after each."""
     import statistics
 
-    from clexp.models import MLP
     from clexp.methods.quadratic import QuadraticPenalty
+    from clexp.models import MLP
 
     model = MLP((784,), 10, hidden=[400, 400]).to(device)
     for p in model.parameters():

@@ -26,6 +26,13 @@ from pathlib import Path
 
 from bench.common import SHARED_MNIST, cli, row
 
+# what clexp's stack costs before any work, as processes of their own (the floor under the first ratio)
+FLOORS = {
+    "import torch": "import torch",
+    "import pytorch_lightning": "import pytorch_lightning",
+    "wandb offline run": "import os, tempfile, wandb; d = tempfile.mkdtemp(); "
+                         "r = wandb.init(mode='offline', dir=d, project='bench'); r.log({'x': 1}); r.finish()",
+}
 METHODS = ("ewc", "online_ewc", "si", "mas", "l2", "lwf", "kfac_ewc")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,11 +116,13 @@ def run(tiny: bool = False, device: str = "cpu", rounds: int | None = None) -> l
                 "train.batch_size=128", "trainer.enable_progress_bar=false", f"paths.data_dir={tmp / 'data'}"]
         times: dict[str, list[float]] = {}
         for r in range(rounds):
+            for label, code in FLOORS.items():
+                times.setdefault(label, []).append(timed([sys.executable, "-c", code], tmp))
             times.setdefault("plain", []).append(timed([sys.executable, str(tmp / "plain.py"), str(data), str(epochs),
                                                         str(tmp / f"plain{r}.json")], tmp))
             for method in ("naive", *methods):
-                times.setdefault(method, []).append(timed([*base, f"method={method}", f"hydra.run.dir={tmp}/{method}{r}"],
-                                                          tmp))
+                cmd = [*base, f"method={method}", f"hydra.run.dir={tmp}/{method}{r}"]
+                times.setdefault(method, []).append(timed(cmd, tmp))
     def ratio(a, b):
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
@@ -123,6 +132,11 @@ def run(tiny: bool = False, device: str = "cpu", rounds: int | None = None) -> l
     r = ratio("naive", "plain")
     rows = [row("process", "clexp naive vs plain script (processes)", r, "<= 1.3", r <= 1.3, med("naive"),
                 plain_s=med("plain"))]
+    torch_s = med("import torch")
+    rows.append(row("process", "floor: Lightning's import over torch's", (med("import pytorch_lightning") - torch_s)
+                    / med("plain"), "(share)", True, med("import pytorch_lightning") - torch_s))
+    rows.append(row("process", "floor: a wandb offline run (own process)", med("wandb offline run")
+                    / med("plain"), "(share)", True, med("wandb offline run")))
     for method in methods:
         r = ratio(method, "naive")
         rows.append(row("process", f"{method} vs naive (processes)", r, "<= 1.15", r <= 1.15, med(method)))

@@ -89,7 +89,7 @@ def build_optimizer(node: DictConfig) -> Callable:
     factory = build(node, "optimizer")
     probe = torch.nn.Parameter(torch.zeros(1))
     try:
-        optimizer = factory([probe])
+        factory([probe])
     except ConfigError as err:
         raise ConfigError(user_key(node, "optimizer", err.key), err.value, err.allowed) from None
     except ValueError as err:  # torch's own checks ("Invalid learning rate: -1")

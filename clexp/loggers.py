@@ -9,7 +9,6 @@ from pathlib import Path
 from clexp.errors import check_choice
 
 
-
 def wandb_has_credentials() -> bool:
     """True when an API key is configured (environment or `wandb login`'s netrc entry); no network."""
     if os.environ.get("WANDB_API_KEY"):

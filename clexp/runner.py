@@ -43,8 +43,9 @@ class StreamRunner:
         self.module.n_experiences = len(self.stream)
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
         tags = [cfg.method.name, cfg.scenario.name, cfg.scenario.incremental, cfg.dataset.name]
-        self.logger = parts.logging(self.run_dir, str(cfg.name), tags, group,
-                                    OmegaConf.to_container(cfg, resolve=True), resume.get("wandb_id") if resume else None)
+        wandb_id = resume.get("wandb_id") if resume else None
+        self.logger = parts.logging(self.run_dir, str(cfg.name), tags, group, OmegaConf.to_container(cfg, resolve=True),
+                                    wandb_id)
         self.checkpoints = StreamCheckpoint(checkpoint.last_checkpoint(self.run_dir), self.state,
                                             cfg.trainer.get("checkpoint_every_n_steps"))
         infrastructure = parts.callbacks

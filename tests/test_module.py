@@ -5,9 +5,9 @@ import pytorch_lightning as pl
 import torch
 
 from clexp.loader import TensorLoader
+from clexp.methods.quadratic import QuadraticPenalty
 from clexp.models import MLP
 from clexp.module import ContinualModule
-from clexp.methods.quadratic import QuadraticPenalty
 
 
 def fit(module, steps=3, n=24):

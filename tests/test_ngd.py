@@ -5,12 +5,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from clexp.optim.ngd_fisher import NaturalGradientFisher
 from clexp.curvature import diag_fisher
 from clexp.loader import TensorLoader
 from clexp.models import MLP
 from clexp.module import ContinualModule
 from clexp.optim import NGD
+from clexp.optim.ngd_fisher import NaturalGradientFisher
 from clexp.stream import Experience
 from tests.conftest import run_stream
 

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.models import MLP
 from clexp.methods.lwf import Distillation
 from clexp.methods.quadratic import QuadraticPenalty
+from clexp.models import MLP
 
 
 def tiny_model(seed=0):

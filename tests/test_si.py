@@ -8,12 +8,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from clexp.methods.si import PathIntegral
-from clexp.methods.si import accumulate, importance
 from clexp.loader import TensorLoader
+from clexp.methods.si import PathIntegral, PathIntegralPenalty, accumulate, importance
 from clexp.models import MLP
 from clexp.module import ContinualModule
-from clexp.methods.si import PathIntegralPenalty
 from clexp.stream import Experience
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from clexp.geometry.first_experience import train_first_experience
 from clexp.curvature import diag_fisher
+from clexp.geometry.first_experience import train_first_experience
 from clexp.plots import _pyplot
 
 
