@@ -1,4 +1,4 @@
-"""Per-sample gradient statistics without a loop over samples: the engine of the Fisher and MAS.
+"""Per-sample gradient statistics without a loop over samples: the engine of the Fisher, MAS and KFAC.
 
 Given logit-space vectors v (K × N × C, e.g. the exact Fisher's factors of the cross-entropy
 Hessian), the per-sample gradient g_kn of `z(x_n) · v_kn` is what every estimator needs. One chunk
@@ -17,13 +17,18 @@ Linear / Conv2d layers, the Kronecker factors A = Σ_n Σ ā āᵀ and G = Σ_k 
   per-sample gradients from `torch.func` on that module alone (vmap of grad of δ·module(a));
   modules called in other ways (several inputs, keyword arguments, parameters shared between
   modules) fall back to `torch.func` on the whole model. All exact.
+- KRONECKER: only the Linear / Conv2d sites of `factor_sites`; A from the kept inputs once per
+  chunk, G = Σ δ δᵀ over the rows of every use as each δ arrives (no per-sample gradients, so the
+  rows need not be grouped by sample: a layer applied to a flattened (N·L) × in batch is fine). A
+  site the hooks cannot read (keyword arguments, several inputs) is an error there, not skipped.
 
 Chunks hold at most `chunk_size` inputs; on CPU fewer when the layers' outputs exceed
 ACTIVATION_BUDGET elements: the K backward passes are memory-bound and cache-sized tensors run
 faster (CNN of bench_fisher: exact Fisher ~1.4× faster).
 
 Assumptions: samples are independent (eval mode) and the batch is dim 0 of every layer's input and
-output; a parameter is used only inside the forward of the module that owns it.
+output (else that layer takes the whole-model fallback; KRONECKER needs neither); a parameter is
+used only inside the forward of the module that owns it.
 """
 
 from __future__ import annotations
