@@ -83,6 +83,28 @@ class WandbLogging(Logging):
         )
 
 
+def close_logger(logger, failed: bool = False) -> None:
+    """Finish the wandb run of `logger` if it started one (exit code 1 when the job failed), so that
+    every job of a sweep owns exactly one wandb run, closed before the next job starts."""
+    experiment = getattr(logger, "_experiment", None)
+    if experiment is None or not hasattr(experiment, "finish"):
+        return
+    try:
+        experiment.finish(exit_code=1 if failed else 0)
+    finally:
+        logger._experiment = None
+
+
+def close_stale_wandb_run() -> None:
+    """Finish a wandb run still open in this process (left by an earlier job that crashed outside
+    clexp's hands): Lightning's WandbLogger would otherwise log into it."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.run.finish(exit_code=1)
+
+
 def define_wandb_steps(logger) -> None:
     """Evaluation metrics are stepped by experience in wandb's charts."""
     from pytorch_lightning.loggers import WandbLogger

@@ -76,9 +76,16 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
         print(f"Resuming {run_dir} after experience {state['experience']}"
               f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
     keep_writes_inside(run_dir, cfg)
+    from clexp.loggers import close_logger, close_stale_wandb_run
+
+    close_stale_wandb_run()  # a run an earlier job of this process left open must not take this job's metrics
     runner = StreamRunner(cfg, run_dir, group, resume=state, parts=parts)
-    with ddp.sweep_job(multirun, run_dir):
-        results = runner.run()
+    try:
+        with ddp.sweep_job(multirun, run_dir):
+            results = runner.run()
+    except BaseException:
+        close_logger(runner.logger, failed=True)  # the job's own wandb run, marked failed, before the next job
+        raise
     results["is_global_zero"] = runner.is_global_zero
     return results
 

@@ -1,0 +1,40 @@
+"""Every job of a sweep owns exactly one wandb run, even when a job before it failed during training."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clexp_cli
+
+QUICK = ["train.epochs=1", "model.hidden=[32]", "trainer.enable_progress_bar=false", "logger=wandb"]
+
+
+def wandb_run(run_folder) -> dict:
+    """The one offline wandb run of a job folder, as `wandb leet inspect --summary --json` reads it."""
+    runs = list((run_folder / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    cli = Path(sys.executable).with_name("wandb")
+    cli = str(cli) if cli.exists() else shutil.which("wandb")
+    out = subprocess.run([cli, "leet", "inspect", "--summary", "--json", str(runs[0])], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.slow
+def test_a_failed_job_does_not_leak_its_wandb_run_into_the_next(tmp_path):
+    # c = 1e300 makes SI's penalty infinite in experience 1: the middle job fails during training
+    out = clexp_cli(["-m", *QUICK, "method=si", "method.c=0.1,1e300,0.2", "hydra.sweep.dir=sweep"], tmp_path,
+                    env={"WANDB_API_KEY": ""})
+    assert out.returncode == 0, out.stderr
+    sweep = tmp_path / "sweep"
+    status = [json.loads((sweep / str(j) / "results.json").read_text())["status"] for j in range(3)]
+    assert status == ["completed", "failed", "completed"]
+    runs = [wandb_run(sweep / str(j)) for j in range(3)]
+    assert len({r["run_id"] for r in runs}) == 3  # three distinct runs
+    assert [r["config"]["method"]["c"] for r in runs] == [0.1, 1e300, 0.2]  # each with its own config
+    assert [r["state"] for r in runs] == ["finished", "failed", "finished"]
