@@ -105,7 +105,7 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 
 def run(tiny: bool = False, device: str = "cpu", rounds: int | None = None) -> list[dict]:
-    rounds = rounds or (1 if tiny else 3)
+    rounds = rounds or (1 if tiny else 5)
     epochs = 1 if tiny else 2
     methods = METHODS[:2] if tiny else METHODS
     with tempfile.TemporaryDirectory() as tmp:
