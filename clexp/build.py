@@ -31,6 +31,25 @@ def user_key(node: DictConfig | None, path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _unexpected_key(err: BaseException | None) -> str | None:
+    """The argument name of a "got an unexpected keyword argument 'x'" TypeError, else None."""
+    match = re.search(r"unexpected keyword argument '([^']+)'", str(err)) if isinstance(err, TypeError) else None
+    return match.group(1) if match else None
+
+
+def _arguments(target: str) -> list[str]:
+    """The keyword arguments a `_target_` accepts (for the message naming the keys a node may have)."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        params = inspect.signature(get_object(target)).parameters.values()
+    except (ValueError, TypeError, ImportError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+
+
 def build(node: DictConfig | None, path: str = "", **kwargs: Any) -> Any:
     """`instantiate(node, **kwargs)`; None (or an empty node) stays None."""
     if node is None or (isinstance(node, DictConfig) and not node):
@@ -48,6 +67,12 @@ def build(node: DictConfig | None, path: str = "", **kwargs: Any) -> Any:
             raise ConfigError(user_key(node, path, cause.key), cause.value, cause.allowed) from None
         if isinstance(cause, (DataError, ValueError)):
             raise cause from None
+        unknown = _unexpected_key(cause)
+        if unknown is not None:
+            target = OmegaConf.to_container(node, resolve=False).get("_target_", "?")
+            value = OmegaConf.to_container(node, resolve=True).get(unknown) if unknown in node else None
+            raise ConfigError(f"{path}.{unknown}" if path else unknown, value,
+                              f"{target} has no such argument (its keys: {', '.join(_arguments(target))})") from None
         raise
     except ConfigError as err:  # raised by a callable returned with _partial_, or outside Hydra's wrapper
         raise ConfigError(user_key(node, path, err.key), err.value, err.allowed) from None

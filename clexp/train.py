@@ -209,6 +209,14 @@ def main(argv: list[str] | None = None) -> None:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     ddp.redirect_sweep_child()
+    from clexp.errors import ConfigError
+    from clexp.overrides import check_command_line
+
+    try:  # a key its group does not have: one line here, not Hydra's multi-line error
+        check_command_line(sys.argv[1:], conf_source.config_dir())
+    except ConfigError as err:
+        print(f"clexp: error: ConfigError: {err}", file=sys.stderr)
+        sys.exit(2)
     set_cache_dirs(data_dir_from_argv(sys.argv[1:]))
     _app()
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from clexp.build import Components, components
 from clexp.errors import ConfigError
+from clexp.overrides import check_method_keys
 
 __all__ = ["ConfigError", "validate"]
 
@@ -39,6 +40,7 @@ def validate(cfg: DictConfig) -> Components:
     _check(isinstance(train.eval_batch_size, int) and train.eval_batch_size >= 1, "train.eval_batch_size",
            train.eval_batch_size, "an integer >= 1")
 
+    check_method_keys(cfg.method)  # `+method.lam=10` with SI: a key nothing reads
     parts = components(cfg)
 
     # checks that span groups: the scenario against the dataset and the model

@@ -99,3 +99,17 @@ def test_validation_has_no_method_names():
     source = Path(clexp.validation.__file__).read_text()
     for name in ("ewc", "kfac", "lwf", "mas", "si\"", "'si'", "l2"):
         assert name not in source
+
+
+@pytest.mark.parametrize("overrides,key,named", [
+    ("method=si method.lam=10", "method.lam", "c"),          # no such key: Hydra's error, as one line
+    ("method=si +method.lam=10", "method.lam", "c"),         # added with +, but SI never reads it
+    ("+model.foo=3", "model.foo", "hidden"),                 # an argument the model does not take
+    ("+scenario.bogus=1", "scenario.bogus", "n_experiences"),
+])
+def test_a_key_the_group_does_not_use_is_named_with_the_keys_it_has(tmp_path, clexp_main, overrides, key, named):
+    out = clexp_main([*QUICK, "train.epochs=1", *overrides.split()], tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("clexp: error:")]
+    assert len(lines) == 1 and key in lines[0] and named in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr

@@ -1,0 +1,97 @@
+"""Keys a config group does not have, or that the chosen option does not use: one line, before Hydra's
+multi-line composition error or a silently ignored value.
+
+- `method.lam=10` with `method=si`: SI has no `lam`; Hydra would say "Key 'lam' is not in struct" and
+  suggest `+method.lam=10`, which SI would then ignore. `check_command_line` composes the command's
+  config first (run mode) and turns that into one line naming the key and the keys the group has.
+- `+method.lam=10` with `method=si`: the key exists now but nothing reads it. `unused_method_keys`
+  finds the method's top-level keys that none of its objects' nodes refer to.
+"""
+
+from __future__ import annotations
+
+import re
+
+from omegaconf import DictConfig, OmegaConf
+
+from clexp.errors import ConfigError
+
+# keys of a method node that the runner itself reads, or that hold its objects
+METHOD_OWN = ("name", "joint", "regularizer", "callbacks")
+_REF = re.compile(r"\$\{method\.([A-Za-z0-9_]+)")
+
+
+def unused_method_keys(method: DictConfig) -> list[str]:
+    """Top-level keys of the method node that no interpolation inside it refers to."""
+    raw = "".join(OmegaConf.to_yaml(method[k]) for k in ("regularizer", "callbacks")
+                  if k in method and isinstance(method[k], DictConfig))
+    used = set(_REF.findall(raw))
+    return [k for k in method if k not in METHOD_OWN and k not in used]
+
+
+def check_method_keys(method: DictConfig) -> None:
+    unused = unused_method_keys(method)
+    if unused:
+        key = unused[0]
+        used = [k for k in method if k not in METHOD_OWN and k not in unused]
+        raise ConfigError(f"method.{key}", OmegaConf.to_container(method, resolve=False)[key],
+                          f"method={method.get('name')} does not use it (its keys: {', '.join(used) or 'none'})")
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """(overrides, config dirs, multirun?) of a clexp command line."""
+    overrides, dirs, multirun, i = [], [], False, 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-m", "--multirun"):
+            multirun = True
+        elif a in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+            i += 1
+        elif a.startswith("--config-dir="):
+            dirs.append(a.split("=", 1)[1])
+        elif a.startswith("-"):
+            return [], [], True  # --help, --cfg, -c ...: leave the command to Hydra
+        elif "=" in a and not a.lstrip("+~").startswith("hydra"):
+            overrides.append(a)
+        i += 1
+    return overrides, dirs, multirun
+
+
+def check_command_line(argv: list[str], config_dir: str) -> None:
+    """Raise `ConfigError` for an override of a key its group does not have (run mode only)."""
+    overrides, dirs, multirun = _split(argv)
+    if multirun or not overrides:
+        return
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    extra = [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in dirs)}]"] if dirs else []
+
+    def composed(items):
+        with initialize_config_dir(config_dir, version_base="1.3", job_name="clexp"):
+            return compose("config", overrides=[*items, *extra])
+
+    try:
+        composed(overrides)
+    except ConfigCompositionException as err:
+        match = re.search(r"Could not override '([^']+)'", str(err))
+        if not match:
+            return  # Hydra's own message says what is wrong
+        key = match.group(1)
+        given = next(o for o in overrides if o.split("=", 1)[0].lstrip("~") == key)
+        rest = [o for o in overrides if o is not given]
+        try:
+            cfg = composed(rest)
+        except Exception:  # noqa: BLE001 - another mistake: Hydra reports it
+            return
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        keys = [k for k in node if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
+        if parent == "method":
+            keys = [k for k in keys if k not in METHOD_OWN]
+        owner = f"{parent}={cfg[parent].get('name')}" if parent in ("method",) else (parent or "the config")
+        raise ConfigError(key, given.split("=", 1)[1], f"{owner} has no such key (its keys: {', '.join(keys)})") \
+            from None
