@@ -1,26 +1,45 @@
-"""clexp-report: statistics against numbers computed here, files written, failed jobs listed, errors,
-and one small real sweep."""
+"""clexp-report: statistics against numbers computed here, rows grouped by every differing override
+but the seed, files written, failed and diverged jobs, figures per scenario, errors, and one small
+real sweep."""
 
 import csv
 import json
+import math
 import statistics
 
 import pytest
 
-from clexp.report import collect, main, summarize
+from clexp.report import _diverged, collect, main, summarize, varying_keys
 from tests.conftest import clexp_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
+OPTIMIZERS = {"sgd": {"_target_": "torch.optim.SGD", "lr": 0.05}, "adam": {"_target_": "torch.optim.Adam", "lr": 0.001}}
 
 
-def fake_run(folder, method, strength, seed, avg, forgetting=0.1, bwt=-0.1):
+def fake_run(folder, method, strength, seed, avg, forgetting=0.1, bwt=-0.1, overrides=None, optimizer="sgd",
+             lr=None, incremental="task", dataset="digits", choices=None, key="lam"):
+    """A completed job's folder: results.json (with its resolved config) and, given `overrides`,
+    `.hydra/overrides.yaml` (and `.hydra/hydra.yaml` with the groups' options, given `choices`)."""
     folder.mkdir(parents=True)
-    m = {"name": method, **({"lam": strength} if strength is not None else {})}
-    cfg = {"dataset": {"name": "digits"}, "scenario": {"name": "split", "incremental": "task"}, "method": m,
-           "seed": seed}
+    m = {"name": method, **({key: strength} if strength is not None else {})}
+    opt = dict(OPTIMIZERS[optimizer], **({"lr": lr} if lr is not None else {}))
+    cfg = {"dataset": {"name": dataset}, "scenario": {"name": "split", "incremental": incremental}, "method": m,
+           "optimizer": opt, "train": {"epochs": 1}, "seed": seed}
     (folder / "results.json").write_text(json.dumps({
         "status": "completed", "config": cfg, "seed": seed, "acc_matrix": [[0.9, 0.1], [0.5, avg]],
         "metrics": {"avg_acc": avg, "forgetting": forgetting, "bwt": bwt, "fwt": None}}))
+    if overrides is not None:
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if choices is not None:
+        (folder / ".hydra" / "hydra.yaml").write_text(
+            "hydra:\n  runtime:\n    choices:\n" + "".join(f"      {k}: {v}\n" for k, v in choices.items()))
+
+
+def fake_failed(folder, error, overrides):
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"status": "failed", "error": error}))
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
 
 
 def fake_sweep(root):
@@ -88,3 +107,90 @@ def test_report_of_a_small_real_sweep(tmp_path):
     lam1 = [r["metrics"]["avg_acc"] for r in results if r["config"]["method"]["lam"] == 1.0]
     row = next(r for r in rows if float(r["strength"]) == 1.0)
     assert float(row["avg_acc_mean"]) == pytest.approx(statistics.fmean(lam1))
+
+
+def csv_rows(path):
+    return list(csv.DictReader(open(path)))
+
+
+def test_configurations_that_differ_are_not_seeds(tmp_path, capsys):
+    """`clexp -m method=ewc optimizer=sgd,adam seed=0`: two rows of n=1, a column `optimizer`."""
+    for job, (opt, avg) in enumerate((("sgd", 0.137), ("adam", 0.377))):
+        fake_run(tmp_path / str(job), "ewc", 100.0, 0, avg, optimizer=opt,
+                 overrides=["method=ewc", f"optimizer={opt}", "seed=0", "train.epochs=1"])
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = csv_rows(tmp_path / "summary.csv")
+    assert [(r["optimizer"], r["n"]) for r in rows] == [("adam", "1"), ("sgd", "1")]
+    assert [float(r["avg_acc_mean"]) for r in rows] == [pytest.approx(0.377), pytest.approx(0.137)]
+    assert list(rows[0])[:7] == ["dataset", "scenario", "incremental", "method", "strength", "optimizer", "n"]
+    assert out.splitlines()[0].split()[5] == "optimizer" and "37.7" in out and "13.7" in out and "±" not in out
+    md = (tmp_path / "summary.md").read_text()
+    assert "| optimizer | n |" in md and "| ewc | 100 | adam | 1 | 37.7 |" in md and "× `optimizer`" in md
+
+
+def test_jobs_that_differ_only_in_the_seed_are_one_row(tmp_path):
+    for seed, avg in enumerate((0.5, 0.7)):
+        fake_run(tmp_path / str(seed), "ewc", 100.0, seed, avg,
+                 overrides=["method=ewc", "optimizer=sgd", f"seed={seed}", "train.epochs=1"])
+    records = collect([tmp_path])
+    assert varying_keys(records) == []
+    (row,) = summarize(records)
+    assert row["n"] == 2 and row["avg_acc_mean"] == pytest.approx(0.6)
+    assert row["avg_acc_std"] == pytest.approx(statistics.stdev([0.5, 0.7]))
+    assert set(row) == {"dataset", "scenario", "incremental", "method", "strength", "n",
+                        *(f"{s}_{x}" for s in ("avg_acc", "forgetting", "bwt") for x in ("mean", "std"))}
+
+
+def test_grouping_reads_the_resolved_config(tmp_path):
+    """An override equal to the default (here `optimizer.lr=0.05`, or `5e-2`) is the same configuration as
+    none; a config group left at its default is named by `.hydra/hydra.yaml`'s choices."""
+    fake_run(tmp_path / "0", "si", 0.5, 0, 0.6, key="c", overrides=["method=si", "seed=0"],
+             choices={"optimizer": "sgd"})
+    fake_run(tmp_path / "1", "si", 0.5, 1, 0.8, key="c", overrides=["method=si", "optimizer.lr=5e-2", "seed=1"],
+             choices={"optimizer": "sgd"})
+    fake_run(tmp_path / "2", "si", 0.5, 0, 0.4, key="c", lr=0.01,
+             overrides=["method=si", "optimizer.lr=0.01", "seed=0"], choices={"optimizer": "sgd"})
+    fake_run(tmp_path / "3", "si", 0.5, 0, 0.3, key="c", optimizer="adam",
+             overrides=["method=si", "optimizer=adam", "seed=0"], choices={"optimizer": "adam"})
+    records = collect([tmp_path])
+    assert varying_keys(records) == ["optimizer.lr", "optimizer"]
+    rows = {(r["optimizer"], r["optimizer.lr"]): (r["n"], r["avg_acc_mean"]) for r in summarize(records)}
+    assert rows == {("sgd", 0.05): (2, pytest.approx(0.7)), ("sgd", 0.01): (1, pytest.approx(0.4)),
+                    ("adam", 0.001): (1, pytest.approx(0.3))}
+
+
+def test_diverged_strengths_are_kept_and_marked(tmp_path):
+    """Failed during training at a strength (overrides name it) or non-finite: diverged; refused by
+    validation: only listed with the failed jobs."""
+    fake_run(tmp_path / "0", "ewc", 1.0, 0, 0.7, overrides=["method=ewc", "method.lam=1"])
+    fake_run(tmp_path / "1", "ewc", 1e4, 0, math.nan, overrides=["method=ewc", "method.lam=1e4"])
+    fake_failed(tmp_path / "2", "non-finite value: experience 1, step 7: the loss became nan",
+                ["method=ewc", "method.lam=1e7"])
+    fake_failed(tmp_path / "3", "ConfigError: method.lam=-1 ...", ["method=ewc", "method.lam=-1"])
+    records = collect([tmp_path])
+    assert sorted(r["strength"] for r in _diverged(records)) == [1e4, 1e7]
+    assert main([str(tmp_path)]) == 0
+    rows = csv_rows(tmp_path / "summary.csv")
+    assert [(float(r["strength"]), r["avg_acc_mean"]) for r in rows] == [(1.0, "0.7"), (1e4, "")]
+    assert "Failed jobs (2)" in (tmp_path / "summary.md").read_text()
+
+
+def test_one_matrix_figure_per_scenario(tmp_path):
+    for job, incremental in enumerate(("task", "domain")):
+        fake_run(tmp_path / str(job), "ewc", 10.0, 0, 0.5, incremental=incremental,
+                 overrides=["method=ewc", f"scenario.incremental={incremental}"])
+    assert main([str(tmp_path)]) == 0
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["acc_matrices_digits-split-domain.png", "acc_matrices_digits-split-task.png",
+                    "acc_vs_strength.png"]
+    for png in pngs:
+        assert (tmp_path / png).read_bytes().startswith(PNG)
+
+
+def test_a_damaged_results_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "results.json").write_text("{not json")
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clexp-report: error:") and len(err.strip().splitlines()) == 1
