@@ -35,9 +35,9 @@ def test_every_option_composes_and_validates(group, option):
     parts = validate(cfg)
     assert parts.trainer is not None and parts.scenario is not None
     if group == "model":  # built for an image stream of the default shape
-        stream = Stream("s", "class", [], n_outputs=10, input_shape=(1, 8, 8))
+        stream = Stream("s", "class", [], n_outputs=10, input_shape=(1, 16, 16))
         model = build_model(cfg, stream)
-        assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+        assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

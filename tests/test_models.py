@@ -64,9 +64,20 @@ def test_resnet18_reduced_size_and_output():
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 100)
 
 
-@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8)])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 16, 16)])
 def test_resnet18_on_other_sizes(shape):
     assert ResNet18(shape, 10, width=4)(torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_resnet18_refuses_images_too_small_for_it_in_one_line(tmp_path, clexp_main):
+    with pytest.raises(ValueError, match="at least 16×16"):
+        ResNet18((1, 8, 8), 10)
+    out = clexp_main(["model=resnet18", "logger=none", "trainer.enable_progress_bar=false", "hydra.run.dir=run"],
+                     tmp_path)  # the 8×8 digits
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.startswith("clexp: error:")]
+    assert len(lines) == 1 and "model=resnet18" in lines[0] and "model=cnn" in lines[0], out.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize(
@@ -74,7 +85,7 @@ def test_resnet18_on_other_sizes(shape):
     [
         (lambda s, o, h: MLP(s, o, hidden=[5], n_experiences=h, multihead=h > 1), (4,)),
         (lambda s, o, h: CNN(s, o, channels=[4], hidden=[6], n_experiences=h, multihead=h > 1), (1, 8, 8)),
-        (lambda s, o, h: ResNet18(s, o, n_experiences=h, multihead=h > 1, width=4), (3, 8, 8)),
+        (lambda s, o, h: ResNet18(s, o, n_experiences=h, multihead=h > 1, width=4), (3, 16, 16)),
     ],
 )
 def test_multihead_picks_each_samples_head(factory, shape):
@@ -109,7 +120,7 @@ def test_image_models_reject_flat_inputs():
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18"])
 @pytest.mark.parametrize("multihead", [False, True])
-def test_every_model_config_follows_the_contract(name, multihead):
+def test_every_model_config_follows_the_contract(name, multihead, tmp_path):
     """Each conf/model node is instantiated whole (no key stripped) with the runner's arguments, and
     the model has what clexp/models/__init__.py promises."""
     from clexp.build import build_model, load_stream
@@ -117,8 +128,16 @@ def test_every_model_config_follows_the_contract(name, multihead):
 
     overrides = [f"model={name}", f"model.multihead={str(multihead).lower()}", "model.freeze_norm_stats=true",
                  "scenario.incremental=task"]
-    if name == "resnet18":
-        overrides.append("model.width=2")
+    if name == "resnet18":  # on 16×16 images (the smallest it takes): upsampled digits as an arrays file
+        import numpy as np
+        import torch.nn.functional as F
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = F.interpolate(torch.tensor(d.images, dtype=torch.float32)[:, None], size=16).numpy()
+        np.savez(tmp_path / "digits16.npz", x_train=x[:1400], y_train=d.target[:1400], x_test=x[1400:],
+                 y_test=d.target[1400:])
+        overrides += ["model.width=2", "dataset=arrays", f"dataset.path={tmp_path / 'digits16.npz'}"]
     cfg = compose(overrides)
     assert {"multihead", "freeze_norm_stats"} <= set(cfg.model) and "name" not in cfg.model
     stream = load_stream(cfg)

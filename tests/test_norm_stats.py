@@ -15,10 +15,12 @@ from clexp.models import CNN, ResNet18
 from clexp.module import ContinualModule
 from tests.conftest import clexp_cli
 
+SIZE = 16  # images large enough for every model here (the reduced ResNet-18 needs 16×16)
+
 
 def data(task, n=32):
     g = torch.Generator().manual_seed(task)
-    return (torch.randn(n, 1, 8, 8, generator=g) * (1 + task) + 2 * task, torch.randint(0, 2, (n,), generator=g),
+    return (torch.randn(n, 1, SIZE, SIZE, generator=g) * (1 + task) + 2 * task, torch.randint(0, 2, (n,), generator=g),
             torch.full((n,), task, dtype=torch.long))
 
 
@@ -35,12 +37,12 @@ def stats(model):
 
 def new_module(freeze, factory=None):
     torch.manual_seed(0)
-    model = (factory or (lambda f: CNN((1, 8, 8), 2, channels=[4, 4], hidden=[6], batch_norm=True,
+    model = (factory or (lambda f: CNN((1, SIZE, SIZE), 2, channels=[4, 4], hidden=[6], batch_norm=True,
                                        freeze_norm_stats=f)))(freeze)
     return ContinualModule(model, lambda p: torch.optim.SGD(p, lr=0.05))
 
 
-@pytest.mark.parametrize("factory", [None, lambda f: ResNet18((1, 8, 8), 2, width=2, freeze_norm_stats=f)])
+@pytest.mark.parametrize("factory", [None, lambda f: ResNet18((1, SIZE, SIZE), 2, width=2, freeze_norm_stats=f)])
 @pytest.mark.parametrize("freeze", [True, False])
 def test_statistics_after_experience_1_equal_those_after_experience_0_only_when_frozen(freeze, factory):
     module = new_module(freeze, factory)

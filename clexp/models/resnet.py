@@ -46,6 +46,9 @@ class ResNetFeatures(nn.Module):
         return F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1)
 
 
+MIN_SIZE = 16  # three stride-2 stages: smaller images end as 1×1 maps after the second stage
+
+
 def ResNet18(input_shape: Sequence[int], n_outputs: int, n_experiences: int = 1, multihead: bool = False,
              width: int = 20, freeze_norm_stats: bool = False) -> ContinualClassifier:
     """Reduced ResNet-18 (nf = `width`), one head per experience when `multihead`. BatchNorm
@@ -53,6 +56,9 @@ def ResNet18(input_shape: Sequence[int], n_outputs: int, n_experiences: int = 1,
     experience on with `freeze_norm_stats` (see clexp/models/__init__.py)."""
     if len(input_shape) != 3:
         raise ValueError(f"model=resnet18 needs image inputs C×H×W, got shape {tuple(input_shape)}")
+    if min(input_shape[1:]) < MIN_SIZE:
+        raise ValueError(f"model=resnet18 needs images of at least {MIN_SIZE}×{MIN_SIZE} (it is built for 32×32), "
+                         f"got {'×'.join(map(str, input_shape))}: use model=cnn or model=mlp for small images")
     features = ResNetFeatures(input_shape[0], width)
     return ContinualClassifier(features, features.out_dim, n_outputs, n_experiences if multihead else 1,
                                freeze_norm_stats)
