@@ -69,7 +69,7 @@ class WandbLogging(Logging):
 
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("WANDB_CONSOLE", "off")
-        return WandbLogger(
+        logger = WandbLogger(
             project=self.project,
             entity=self.entity,
             name=name,
@@ -81,6 +81,9 @@ class WandbLogging(Logging):
             resume="allow" if run_id else None,
             config=config,
         )
+        # Lightning always passes `anonymous` (None), and wandb warns that the setting has no effect
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+        return logger
 
 
 def close_logger(logger, failed: bool = False) -> None:

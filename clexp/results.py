@@ -42,7 +42,8 @@ def format_table(results: dict) -> str:
     R = results["acc_matrix"]
     T = len(R[0]) if R else 0
     lines = ["Accuracy (%) on each experience's test set (rows: after training experience i)"]
-    lines.append("          " + "".join(f"  exp{j:<3d}" for j in range(T)))
+    width = len(f"  {_fmt(1.0)}")  # a value's cell without its trailing space: headers end where values end
+    lines.append("          " + "".join(f"{f'exp{j}':>{width}} " for j in range(T)))
     if results.get("baseline_acc") is not None:
         lines.append("  init    " + "".join(f"  {_fmt(a)} " for a in results["baseline_acc"]))
     for i, row in enumerate(R):
