@@ -6,6 +6,10 @@ results dict; the `clexp` command is the same path for the command line.
 
 __version__ = "0.1.0"
 
+from clexp.naming import register as _register_resolvers  # noqa: E402
+
+_register_resolvers()
+
 
 def run(overrides=(), config_dir=None) -> dict:
     """See `clexp.train.run` (imported lazily: `import clexp` stays light)."""

@@ -74,7 +74,7 @@ class WandbLogging(Logging):
             entity=self.entity,
             name=name,
             save_dir=str(run_dir),
-            group=self.group or group,
+            group=group or self.group,
             tags=sorted({*tags, *self.tags}),
             mode=wandb_mode(self.mode),
             id=run_id,

@@ -44,6 +44,8 @@ class StreamRunner:
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
         tags = [cfg.method.name, cfg.scenario.name, cfg.scenario.incremental, cfg.dataset.name]
         wandb_id = resume.get("wandb_id") if resume else None
+        # `group=`, then `logger.group`, then the sweep's default (its date-time and a hash of its overrides)
+        group = cfg.get("group") or cfg.logger.get("group") or group
         self.logger = parts.logging(self.run_dir, str(cfg.name), tags, group, OmegaConf.to_container(cfg, resolve=True),
                                     wandb_id)
         self.checkpoints = StreamCheckpoint(checkpoint.last_checkpoint(self.run_dir), self.state,

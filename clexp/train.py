@@ -27,7 +27,9 @@ def _context() -> tuple[Path, bool, str | None]:
     """(run folder, multirun?, sweep group name)."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    group = Path(hc.sweep.dir).name if multirun else None
+    from clexp.naming import sweep_group
+
+    group = sweep_group(hc.sweep.dir) if multirun else None
     return Path(hc.runtime.output_dir), multirun, group
 
 

@@ -38,3 +38,4 @@ def test_a_failed_job_does_not_leak_its_wandb_run_into_the_next(tmp_path):
     assert len({r["run_id"] for r in runs}) == 3  # three distinct runs
     assert [r["config"]["method"]["c"] for r in runs] == [0.1, 1e300, 0.2]  # each with its own config
     assert [r["state"] for r in runs] == ["finished", "failed", "finished"]
+    assert runs[0]["name"] == "si-c0.1-digits-split-class-s0"  # the run name says what ran
