@@ -96,6 +96,17 @@ def collect(cfg, accuracy, train_seconds: list[float], total_seconds: float, n_e
     }
 
 
+def accuracy_table(rows: list[list[float]], baseline: list[float] | None):
+    """The accuracy matrix (percent) as a `wandb.Table`: one row per 'after experience i', the initial
+    model's row first."""
+    import wandb
+
+    T = len(rows[0]) if rows else len(baseline or [])
+    data = ([["init", *[100 * a for a in baseline]]] if baseline is not None else []) + \
+        [[f"after {i}", *[100 * a for a in r]] for i, r in enumerate(rows)]
+    return wandb.Table(columns=["after", *[f"exp{j}" for j in range(T)]], data=data)
+
+
 def finish_outputs(results: dict, cfg, accuracy, run_dir: Path, logger) -> None:
     """Write results.json, the run's figures, and close the wandb run with its summary."""
     write_results(results, run_dir)
@@ -108,5 +119,6 @@ def finish_outputs(results: dict, cfg, accuracy, run_dir: Path, logger) -> None:
 
         if isinstance(logger, WandbLogger):
             run = logger.experiment
+            run.log({"eval/acc_matrix": accuracy_table(accuracy.rows, accuracy.baseline)})
             run.summary.update({f"final/{k}": v for k, v in results["metrics"].items() if v is not None})
             run.finish()

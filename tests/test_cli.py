@@ -67,3 +67,12 @@ def test_offline_wandb_run_holds_the_logged_metrics(tmp_path):
     assert summary["eval/avg_acc"] == pytest.approx(results["metrics"]["avg_acc"])
     assert {f"eval/acc_exp{j}" for j in range(5)} <= set(summary)
     assert "train/loss" in summary and summary["experience"] == 4
+    # the accuracy matrix as a wandb.Table (init row + one per experience), saved with the run
+    table = summary["eval/acc_matrix"]
+    assert table["_type"] == "table-file" and table["nrows"] == 6 and table["ncols"] == 6
+    files = list(runs[0].rglob("eval/acc_matrix*.table.json"))
+    assert len(files) == 1
+    saved = json.loads(files[0].read_text())
+    assert saved["columns"] == ["after", *[f"exp{j}" for j in range(5)]]
+    assert saved["data"][0][0] == "init" and saved["data"][-1][1:] == pytest.approx(
+        [100 * a for a in results["acc_matrix"][-1]])
