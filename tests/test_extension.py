@@ -26,6 +26,18 @@ def test_user_components_run_in_a_sweep_from_the_command_line(tmp_path):
     assert kept[100] >= kept[0]
 
 
+def test_a_user_method_checks_its_values_like_clexp_s_own(tmp_path, monkeypatch):
+    import pytest
+
+    import clexp
+    from clexp.errors import ConfigError
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="method.lam"):
+        clexp.run([*USE, "method.lam=-1", "hydra.run.dir=run"], config_dir=str(EXAMPLE / "conf"))
+
+
 def test_user_components_through_the_python_entry_point(tmp_path, monkeypatch):
     import clexp
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from clexp.data.base import SourceData
+from clexp.errors import check_number
 from clexp.methods.base import ImportanceCallback
 from clexp.methods.quadratic import QuadraticPenalty
 from clexp.models.heads import ContinualClassifier
@@ -46,6 +47,7 @@ class DriftPenalty(QuadraticPenalty):
     """(λ/2)·Σ Ω (θ − θ*)², Ω accumulated over experiences."""
 
     def __init__(self, lam: float):
+        check_number("lam", lam, low=0)  # a bad value: one line naming method.lam, exit 2
         super().__init__(lam, factor=0.5, mode="online", gamma=1.0)
 
 
