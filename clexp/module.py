@@ -181,7 +181,11 @@ class ContinualModule(pl.LightningModule):
         if trainer is None:
             return True
         every = max(1, trainer.log_every_n_steps)
-        return trainer.global_step % every == 0 or trainer.is_last_batch
+        # the stream's step count (continuous across experiences), as Lightning decides when to write the
+        # logged values: then train/loss reaches the logger every `every` steps in every experience
+        # (Lightning's `should_update_logs`: the step count before this step, plus one)
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1
+        return step % every == 0 or trainer.is_last_batch
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.model.parameters())

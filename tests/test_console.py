@@ -27,3 +27,19 @@ def test_a_default_run_prints_no_library_chatter(tmp_path):
     for chatter in ("anonymous setting", "FLOPs", "Matplotlib is building the font cache", "LeafSpec"):
         assert chatter not in text, chatter
     assert "parameters (" in out.stdout and "average accuracy" in out.stdout
+
+
+def test_train_loss_reaches_the_logger_at_a_fixed_interval_in_every_experience(tmp_path):
+    import csv
+
+    from tests.conftest import run_stream
+
+    run_stream(tmp_path, ["logger=csv", "train.epochs=3", "trainer.log_every_n_steps=5"])
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    steps = sorted({int(r["step"]) for r in rows if r.get("train/loss")})
+    on_grid = [s for s in steps if (s + 1) % 5 == 0]
+    assert len(on_grid) >= len(steps) - 5  # all but (at most) each experience's last batch sit on the grid
+    assert len(on_grid) >= 0.9 * (max(steps) + 1) / 5  # and no point of the grid is missing (± the ends)
+    evals = [(int(r["step"]), int(r["experience"])) for r in rows if r.get("eval/acc_exp0")]
+    assert [e for _, e in evals] == [0, 1, 2, 3, 4]  # one row per experience, none lost to a step collision
+    assert [s for s, _ in evals] == sorted({s for s, _ in evals})  # at increasing stream steps

@@ -49,7 +49,9 @@ class AccuracyMatrix(pl.Callback):
         if trainer.logger is not None:
             summary = {f"eval/{k}": v for k, v in metrics.summary(self.rows, self.baseline).items() if v is not None}
             accs = {f"eval/acc_exp{j}": row[j] for j in range(self.n)}
-            trainer.logger.log_metrics({**accs, **summary, "experience": i}, step=trainer.global_step)
+            # at the stream's step count (continuous across experiences, as train/loss): one row per experience
+            trainer.logger.log_metrics({**accs, **summary, "experience": i},
+                                       step=trainer.fit_loop.epoch_loop._batches_that_stepped)
 
     @property
     def summary(self) -> dict[str, float | None]:
