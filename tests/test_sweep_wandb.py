@@ -39,3 +39,12 @@ def test_a_failed_job_does_not_leak_its_wandb_run_into_the_next(tmp_path):
     assert [r["config"]["method"]["c"] for r in runs] == [0.1, 1e300, 0.2]  # each with its own config
     assert [r["state"] for r in runs] == ["finished", "failed", "finished"]
     assert runs[0]["name"] == "si-c0.1-digits-split-class-s0"  # the run name says what ran
+    # a sweep-level summary run in the sweep folder holds the jobs table and the report's table
+    summaries = list((sweep / "wandb").glob("offline-run-*"))
+    assert len(summaries) == 1
+    cli = Path(sys.executable).with_name("wandb")
+    cli = str(cli) if cli.exists() else shutil.which("wandb")
+    summary = json.loads(subprocess.run([cli, "leet", "inspect", "--summary", "--json", str(summaries[0])],
+                                        capture_output=True, text=True, timeout=120).stdout)
+    assert summary["name"].endswith("-summary") and summary["summary"]["sweep/jobs"]["nrows"] == 3
+    assert summary["summary"]["sweep/summary"]["nrows"] == 2  # two completed configurations (c = 0.1, 0.2)
