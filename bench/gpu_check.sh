@@ -103,14 +103,16 @@ step() {
 }
 
 # (a) the GPU-only tests (skipped without a GPU), then the fast suite (on the cpu dry run: a quick subset)
-step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py --junitxml="$OUT/gpu-tests.xml"
+PYTEST_TMP="$OUT/.pytest-tmp"   # its own: a pytest run beside (or around) this one keeps its temporary folders
+mkdir -p "$PYTEST_TMP"          # (pytest creates --basetemp itself, but not its parent)
+step gpu-tests 150 "$PY" -m pytest -q -p no:cacheprovider --basetemp="$PYTEST_TMP/gpu" tests/test_gpu.py --junitxml="$OUT/gpu-tests.xml"
 if [ "$DEVICE" = cpu ] && [ "$TINY" = 1 ]; then
   # the configs compose and validate (test_compose.py, less its minute-long exhaustive product)
-  step test-fast 90 "$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
-    -k "compose and not every_method_preset_combination" --junitxml="$OUT/test-fast.xml"
+  step test-fast 90 "$PY" -m pytest -q -p no:cacheprovider --basetemp="$PYTEST_TMP/fast" -m "not slow" \
+    tests/test_compose.py -k "not every_method_preset_combination" --junitxml="$OUT/test-fast.xml"
 else
   NPROC=$(nproc 2>/dev/null || echo 2); N=$(( NPROC / 2 )); [ "$N" -gt 8 ] && N=8; [ "$N" -lt 1 ] && N=1
-  step test-fast 200 "${MAKE[@]}" test-fast ARGS="-p no:cacheprovider -n $N --dist loadfile --ignore=tests/test_gpu.py --junitxml=$OUT/test-fast.xml"
+  step test-fast 200 "${MAKE[@]}" test-fast ARGS="-p no:cacheprovider --basetemp=$PYTEST_TMP/fast -n $N --dist loadfile --ignore=tests/test_gpu.py --junitxml=$OUT/test-fast.xml"
 fi
 
 # (b) the default experiment through make run
@@ -151,7 +153,7 @@ step ddp 90 bash -c ddp_check
 
 # stream checkpoints (*.pt) and caches are not results: the folder stays small enough to commit
 find "$OUT" -name '*.pt' -delete 2> /dev/null
-rm -rf "$OUT/.cache"
+rm -rf "$OUT/.cache" "$PYTEST_TMP"
 
 # the summary: every step, its exit code and time (a rerun with --only adds its own table below the first)
 {

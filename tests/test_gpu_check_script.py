@@ -1,0 +1,35 @@
+"""`bench/gpu_check.sh --device cpu --tiny`: the GPU session's one command works end to end on the CPU
+(every step runs, passes and is listed in summary.md; the benchmark rows are written)."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT
+
+STEPS = ["gpu-tests", "test-fast", "run", "bench", "precision", "ddp"]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu(tmp_path):
+    out = tmp_path / "gpu-check"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    command = ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--device", "cpu", "--tiny", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    summary = (out / "summary.md").read_text() if (out / "summary.md").exists() else ""
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in summary.splitlines()
+            if line.startswith("| ") and not line.startswith("| step")}
+    assert list(rows) == STEPS and set(rows.values()) == {"0"}, summary
+    assert all((out / f"{s}.log").is_file() for s in STEPS)
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench and all({"bench", "case", "ratio", "ok"} <= set(r) for r in bench)
+    assert "identical acc_matrix" in (out / "ddp" / "verdict.txt").read_text() or \
+        "within atol" in (out / "ddp" / "verdict.txt").read_text()
+    precision = json.loads((out / "precision" / "precision.json").read_text())
+    assert {(r["method"], r["precision"]) for r in precision} >= {("ewc", "bf16-mixed"), ("si", "bf16-mixed")}
+    assert (out / "run" / "results.json").is_file()
+    assert not list(out.rglob("*.pt"))  # stream checkpoints removed: the folder is small enough to commit
