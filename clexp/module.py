@@ -126,8 +126,10 @@ class ContinualModule(pl.LightningModule):
         log_now, reg = self._log_now(), self.regularizer
         if reg is None:
             penalty = None
-        elif reg.analytic_gradient:  # its gradient is added after the backward; its value when logged
-            penalty = reg.value(self.model) if log_now else None
+        elif reg.analytic_gradient:  # its gradient is added after the backward; its value when logged, and on
+            # each experience's first step, so that a penalty that is not finite from the start is named as such
+            first = self._trainer is None or self._trainer.global_step == 0
+            penalty = reg.value(self.model) if log_now or first else None
         elif recorder is not None:
             penalty = reg(self.model, x, t, raw, features=features)
         else:
