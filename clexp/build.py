@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clexp.errors import ConfigError
+from clexp.errors import ConfigError, check_number
 
 _INTERPOLATION = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")
 
@@ -29,6 +29,11 @@ def user_key(node: DictConfig | None, path: str, key: str) -> str:
         if match:
             return match.group(1) + key[len(head):]
     return f"{path}.{key}" if path else key
+
+
+def in_user_terms(err: ConfigError, node: DictConfig | None, path: str) -> ConfigError:
+    """A constructor's `ConfigError` (its argument's name) rewritten with the key the user sets."""
+    return ConfigError(user_key(node, path, err.key), err.value, err.allowed)
 
 
 def _unexpected_key(err: BaseException | None) -> str | None:
@@ -64,7 +69,7 @@ def build(node: DictConfig | None, path: str = "", **kwargs: Any) -> Any:
     except InstantiationException as err:  # a user-facing error inside the target: show it, not the wrapper
         cause = err.__cause__
         if isinstance(cause, ConfigError):
-            raise ConfigError(user_key(node, path, cause.key), cause.value, cause.allowed) from None
+            raise in_user_terms(cause, node, path) from None
         if isinstance(cause, (DataError, ValueError)):
             raise cause from None
         unknown = _unexpected_key(cause)
@@ -75,7 +80,7 @@ def build(node: DictConfig | None, path: str = "", **kwargs: Any) -> Any:
                               f"{target} has no such argument (its keys: {', '.join(_arguments(target))})") from None
         raise
     except ConfigError as err:  # raised by a callable returned with _partial_, or outside Hydra's wrapper
-        raise ConfigError(user_key(node, path, err.key), err.value, err.allowed) from None
+        raise in_user_terms(err, node, path) from None
 
 
 # ------------------------------------------------------------------------------ the run's components
@@ -108,15 +113,14 @@ def build_optimizer(node: DictConfig) -> Callable:
     run now, before any data is read."""
     import torch
 
-    lr = node.get("lr")
-    if "lr" in node and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
-        raise ConfigError("optimizer.lr", lr, "a number > 0")
+    if "lr" in node:
+        check_number("optimizer.lr", node.get("lr"), low=0, low_open=True)
     factory = build(node, "optimizer")
     probe = torch.nn.Parameter(torch.zeros(1))
     try:
         factory([probe])
     except ConfigError as err:
-        raise ConfigError(user_key(node, "optimizer", err.key), err.value, err.allowed) from None
+        raise in_user_terms(err, node, "optimizer") from None
     except ValueError as err:  # torch's own checks ("Invalid learning rate: -1")
         raise ConfigError("optimizer", OmegaConf.to_container(node, resolve=True).get("_target_"), str(err)) from None
     return factory

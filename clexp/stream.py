@@ -223,10 +223,14 @@ class Scenario:
         self.incremental, self.n_experiences, self.seed = incremental, int(n_experiences), seed
         self.name = name or type(self).__name__.lower()
 
-    def __call__(self, data: SourceData, multihead: bool = False, run_seed: int = 0) -> Stream:
+    def check_heads(self, multihead: bool) -> None:
+        """One head per experience needs the task id: task-IL only (checked before data is read, too)."""
         if multihead and self.incremental != "task":
             raise ConfigError("model.multihead", True,
                               f"multi-head models need scenario.incremental=task (got {self.incremental})")
+
+    def __call__(self, data: SourceData, multihead: bool = False, run_seed: int = 0) -> Stream:
+        self.check_heads(multihead)
         return self.build(data, multihead, self.seed if self.seed is not None else run_seed)
 
     def build(self, data: SourceData, multihead: bool, seed: int) -> Stream:

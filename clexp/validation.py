@@ -12,14 +12,10 @@ from omegaconf import DictConfig
 
 from clexp.build import Components, components
 from clexp.errors import ConfigError
+from clexp.errors import check as _check
 from clexp.overrides import check_method_keys
 
 __all__ = ["ConfigError", "validate"]
-
-
-def _check(cond: bool, key: str, value, allowed: str) -> None:
-    if not cond:
-        raise ConfigError(key, value, allowed)
 
 
 def validate(cfg: DictConfig) -> Components:
@@ -50,9 +46,7 @@ def validate(cfg: DictConfig) -> Components:
             sc.check_classes(int(n_classes), str(cfg.dataset.get("name", "")))
         except ConfigError as err:
             raise ConfigError(f"scenario.{err.key}", err.value, err.allowed) from None
-    if cfg.model.get("multihead"):
-        _check(sc.incremental == "task", "model.multihead", True,
-               f"multi-head models need scenario.incremental=task (got {sc.incremental})")
+    sc.check_heads(bool(cfg.model.get("multihead")))
     _validate_devices(cfg.trainer)
     return parts
 
