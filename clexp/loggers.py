@@ -1,4 +1,4 @@
-"""The run's metric logger: wandb (offline unless an account is configured), CSV, or none."""
+"""The run's metric logger: wandb (offline unless an account is configured), TensorBoard, CSV, or none."""
 
 from __future__ import annotations
 
@@ -50,6 +50,16 @@ class CSVLogging(Logging):
         from pytorch_lightning.loggers import CSVLogger
 
         return CSVLogger(save_dir=str(run_dir), name="", version="csv")
+
+
+class TensorBoardLogging(Logging):
+    """Lightning's TensorBoardLogger: event files in `tensorboard/` in the run folder (see
+    `clexp.tensorboard_logger.StreamTensorBoardLogger` for the steps)."""
+
+    def __call__(self, run_dir, name, tags, group, config, run_id=None):
+        from clexp.tensorboard_logger import StreamTensorBoardLogger
+
+        return StreamTensorBoardLogger(run_dir, name=name, config=config)
 
 
 class WandbLogging(Logging):

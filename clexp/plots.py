@@ -56,6 +56,8 @@ def log_importance(trainer, importance: dict[str, torch.Tensor], experience: int
                                                                         np.array(hist["edges"]))),
             "experience": experience,
         })
+    elif hasattr(trainer.logger, "log_histogram"):  # logger=tensorboard
+        trainer.logger.log_histogram("importance/log10_histogram", hist["counts"], hist["edges"], experience)
 
 
 def importance_figure(run_dir: Path) -> Path | None:
@@ -131,7 +133,7 @@ def accuracy_curves(R: list[list[float]], path: Path, title: str = "") -> Path:
 
 def run_figures(R: list[list[float]], run_dir: Path, name: str, logger=None) -> list[Path]:
     """`acc_matrix.png`, `acc_curves.png` and (for methods with importances) `importance.png` in the
-    run folder, drawn once at the end; also logged to wandb."""
+    run folder, drawn once at the end; also logged to wandb (or TensorBoard)."""
     paths = [accuracy_heatmap(R, Path(run_dir) / "acc_matrix.png", name),
              accuracy_curves(R, Path(run_dir) / "acc_curves.png", name)]
     importance = importance_figure(run_dir)
@@ -143,4 +145,6 @@ def run_figures(R: list[list[float]], run_dir: Path, name: str, logger=None) -> 
         import wandb
 
         logger.experiment.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in paths})
+    elif hasattr(logger, "log_images"):  # logger=tensorboard
+        logger.log_images(paths, step=len(R) - 1)
     return paths
