@@ -127,3 +127,4 @@ def define_wandb_steps(logger) -> None:
         if hasattr(run, "define_metric"):
             run.define_metric("experience")
             run.define_metric("eval/*", step_metric="experience")
+            run.define_metric("val/*", step_metric="experience")

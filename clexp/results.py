@@ -54,6 +54,10 @@ def format_table(results: dict) -> str:
         f"average accuracy {_fmt(m['avg_acc']).strip()}%   forgetting {_fmt(m['forgetting']).strip()}%   "
         f"BWT {_fmt(m['bwt']).strip()}%   FWT {_fmt(m['fwt']).strip()}%"
     )
+    v = results.get("val_metrics")
+    if v:
+        lines.append(f"validation: average accuracy {_fmt(v['avg_acc']).strip()}%   "
+                     f"forgetting {_fmt(v['forgetting']).strip()}%")
     return "\n".join(lines)
 
 
@@ -85,6 +89,10 @@ def collect(cfg, accuracy, train_seconds: list[float], total_seconds: float, n_e
         "acc_matrix": accuracy.rows,
         "baseline_acc": accuracy.baseline,
         "metrics": accuracy.summary,
+        # the same on each experience's validation split (train.val_fraction); null without one
+        "val_acc_matrix": accuracy.val_rows,
+        "val_baseline_acc": accuracy.val_baseline,
+        "val_metrics": accuracy.val_summary,
         "timings": {
             "train_s": list(train_seconds),
             "eval_s": accuracy.eval_seconds,
@@ -121,4 +129,6 @@ def finish_outputs(results: dict, cfg, accuracy, run_dir: Path, logger) -> None:
             run = logger.experiment
             run.log({"eval/acc_matrix": accuracy_table(accuracy.rows, accuracy.baseline)})
             run.summary.update({f"final/{k}": v for k, v in results["metrics"].items() if v is not None})
+            run.summary.update({f"final/val_{k}": v for k, v in (results.get("val_metrics") or {}).items()
+                                if v is not None})
             run.finish()

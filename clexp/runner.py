@@ -24,6 +24,7 @@ from clexp.callbacks.stream_checkpoint import StreamCheckpoint
 from clexp.loader import TensorLoader
 from clexp.module import ContinualModule
 from clexp.results import collect, finish_outputs
+from clexp.stream import carve_validation
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class StreamRunner:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         parts = parts if parts is not None else components(cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        self.stream = load_stream(cfg, parts.scenario)
+        self.stream = carve_validation(load_stream(cfg, parts.scenario), cfg.train.get("val_fraction") or 0,
+                                       int(cfg.seed))
         self.model = build_model(cfg, self.stream)
         self.module = ContinualModule(self.model, parts.optimizer, parts.regularizer, self.stream.task_masks,
                                       gradient_clip_val=cfg.trainer.get("gradient_clip_val"))

@@ -37,6 +37,9 @@ class Experience:
     x_test: torch.Tensor
     y_test: torch.Tensor
     output_classes: list[int] = field(default_factory=list)  # model outputs this experience uses
+    # the validation split carved out of the training data (`train.val_fraction`); None without one
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def t_train(self) -> torch.Tensor:
@@ -45,6 +48,10 @@ class Experience:
     @property
     def t_test(self) -> torch.Tensor:
         return torch.full((len(self.y_test),), self.index, dtype=torch.int64)
+
+    @property
+    def t_val(self) -> torch.Tensor | None:
+        return None if self.y_val is None else torch.full((len(self.y_val),), self.index, dtype=torch.int64)
 
 
 @dataclass
@@ -68,6 +75,10 @@ class Stream:
         return self.experiences[i]
 
     @property
+    def has_validation(self) -> bool:
+        return bool(self.experiences) and all(e.y_val is not None for e in self.experiences)
+
+    @property
     def task_masks(self) -> torch.Tensor | None:
         """Bool matrix (T × n_outputs): the outputs each experience may predict (task-IL masking)."""
         if self.incremental != "task" or self.multihead:
@@ -76,6 +87,60 @@ class Stream:
         for e in self.experiences:
             masks[e.index, e.output_classes] = True
         return masks
+
+
+# ------------------------------------------------------------------------------ the validation split
+
+
+def validation_seed(seed: int, experience: int) -> int:
+    """The split's seed: the run's seed and the experience's index only (never the method or its
+    strength), so that the jobs of a sweep that share a seed hold out the same examples."""
+    return 1_000_003 * int(seed) + 7_919 * (int(experience) + 1) + 17
+
+
+def _count_per_class(n: int, fraction: float) -> int:
+    """Validation examples taken from a class of `n` training examples: floor(fraction·n)."""
+    return int(math.floor(fraction * n + 1e-9))
+
+
+def smallest_working_fraction(experiences: list[Experience]) -> float:
+    """The smallest `train.val_fraction` that gives every class of every experience a validation example."""
+    smallest = max(1 / int(n) for e in experiences for n in torch.unique(e.y_train, return_counts=True)[1].tolist())
+    return math.ceil(smallest * 1e4) / 1e4  # rounded up to 4 decimals: still works
+
+
+def carve_validation(stream: Stream, fraction: float, seed: int) -> Stream:
+    """Move a seeded, class-stratified `fraction` of each experience's training examples into its
+    validation split (`x_val`, `y_val`), in place: floor(fraction·n) examples of each class of n
+    (drawn with `validation_seed(seed, index)`), the rest stay the training data in their order.
+    Training, validation and test data are disjoint. `fraction == 0`: nothing changes.
+
+    A class left without a validation example raises `ConfigError` naming the experience, the
+    class and the smallest fraction that works."""
+    fraction = float(fraction)
+    if fraction == 0:
+        return stream
+    for e in stream.experiences:
+        original = dict(zip(e.output_classes, e.classes))  # target → dataset class (for the message)
+        g = torch.Generator().manual_seed(validation_seed(seed, e.index))
+        val_idx = []
+        for target in torch.unique(e.y_train).tolist():
+            members = torch.nonzero(e.y_train == target).flatten()
+            k = _count_per_class(len(members), fraction)
+            if k == 0:
+                name = original.get(int(target), int(target))
+                raise ConfigError(
+                    "train.val_fraction", fraction,
+                    f"experience {e.index} has {len(members)} training examples of class {name}, none for "
+                    f"validation; the smallest fraction that gives every class of every experience one is "
+                    f"{smallest_working_fraction(stream.experiences):g} (or 0: no validation split)")
+            val_idx.append(members[torch.randperm(len(members), generator=g)[:k]])
+        val = torch.sort(torch.cat(val_idx)).values
+        keep = torch.ones(len(e.y_train), dtype=torch.bool)
+        keep[val] = False
+        e.x_val, e.y_val = e.x_train[val], e.y_train[val]
+        e.x_train, e.y_train = e.x_train[keep], e.y_train[keep]
+    return stream
 
 
 def class_order(n_classes: int, order: list[int] | None, shuffle: bool, seed: int) -> list[int]:
@@ -212,15 +277,20 @@ class Scenario:
     """A scenario turns a dataset (`SourceData`) into a `Stream`; built from `conf/scenario/*.yaml`.
 
     `seed` (null: the run's seed) draws the class order, permutations... ; `name` prefixes the
-    stream's name. Subclasses check their own values when constructed (before any data is read).
+    stream's name; `use_first=k` keeps only the first k experiences (tuning on the first k, Chaudhry
+    et al. 2019: the same classes, permutations and model as the whole stream, cut short). Subclasses check their own values when constructed (before any data is read).
     """
 
     def __init__(self, incremental: str = "class", n_experiences: int = 5, seed: int | None = None,
-                 name: str | None = None):
+                 name: str | None = None, use_first: int | None = None):
         check_choice("incremental", incremental, INCREMENTAL)
         check_int("n_experiences", n_experiences)
         check_int("seed", seed, low=0, allow_none=True)
+        check_int("use_first", use_first, allow_none=True)
+        check(use_first is None or use_first <= n_experiences, "use_first", use_first,
+              f"at most scenario.n_experiences ({n_experiences}), or null for the whole stream")
         self.incremental, self.n_experiences, self.seed = incremental, int(n_experiences), seed
+        self.use_first = None if use_first is None else int(use_first)
         self.name = name or type(self).__name__.lower()
 
     def check_heads(self, multihead: bool) -> None:
@@ -231,7 +301,10 @@ class Scenario:
 
     def __call__(self, data: SourceData, multihead: bool = False, run_seed: int = 0) -> Stream:
         self.check_heads(multihead)
-        return self.build(data, multihead, self.seed if self.seed is not None else run_seed)
+        stream = self.build(data, multihead, self.seed if self.seed is not None else run_seed)
+        if self.use_first is not None:  # the first-k protocol: the same stream (and model), cut short
+            stream.experiences = stream.experiences[: self.use_first]
+        return stream
 
     def build(self, data: SourceData, multihead: bool, seed: int) -> Stream:
         raise NotImplementedError
@@ -244,8 +317,9 @@ class Split(Scenario):
     """The classes partitioned into `n_experiences` equal groups, in (seeded) class order."""
 
     def __init__(self, incremental: str = "class", n_experiences: int = 5, class_order: list[int] | None = None,
-                 shuffle_classes: bool = False, seed: int | None = None, name: str = "split"):
-        super().__init__(incremental, n_experiences, seed, name)
+                 shuffle_classes: bool = False, seed: int | None = None, name: str = "split",
+                 use_first: int | None = None):
+        super().__init__(incremental, n_experiences, seed, name, use_first)
         self.class_order = None if class_order is None else [int(c) for c in class_order]
         self.shuffle_classes = bool(shuffle_classes)
 
@@ -265,8 +339,8 @@ class Permuted(Scenario):
     """Every experience holds all classes behind its own fixed, seeded pixel permutation."""
 
     def __init__(self, incremental: str = "domain", n_experiences: int = 5, first_identity: bool = True,
-                 seed: int | None = None, name: str = "permuted"):
-        super().__init__(incremental, n_experiences, seed, name)
+                 seed: int | None = None, name: str = "permuted", use_first: int | None = None):
+        super().__init__(incremental, n_experiences, seed, name, use_first)
         self.first_identity = bool(first_identity)
 
     def build(self, data, multihead, seed):
@@ -277,8 +351,9 @@ class Rotated(Scenario):
     """Every experience holds all classes rotated by its own fixed angle."""
 
     def __init__(self, incremental: str = "domain", n_experiences: int = 5, angles: list[float] | None = None,
-                 max_angle: float = 180.0, seed: int | None = None, name: str = "rotated"):
-        super().__init__(incremental, n_experiences, seed, name)
+                 max_angle: float = 180.0, seed: int | None = None, name: str = "rotated",
+                 use_first: int | None = None):
+        super().__init__(incremental, n_experiences, seed, name, use_first)
         if angles is not None and len(angles) != self.n_experiences:
             raise ConfigError("angles", list(angles), f"one angle per experience ({self.n_experiences})")
         check_number("max_angle", max_angle)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from clexp.build import Components, components
 from clexp.errors import ConfigError
 from clexp.errors import check as _check
+from clexp.errors import is_number
 from clexp.overrides import check_method_keys
 
 __all__ = ["ConfigError", "validate"]
@@ -35,6 +36,8 @@ def validate(cfg: DictConfig) -> Components:
            "an integer >= 1")
     _check(isinstance(train.eval_batch_size, int) and train.eval_batch_size >= 1, "train.eval_batch_size",
            train.eval_batch_size, "an integer >= 1")
+
+    _validate_evaluation(cfg)  # train.val_fraction, objective, eval.*
 
     check_method_keys(cfg.method)  # `+method.lam=10` with SI: a key nothing reads
     parts = components(cfg)
@@ -70,3 +73,19 @@ def _validate_devices(t: DictConfig) -> None:
         _check(devices <= cpus, "trainer.devices", devices, f"at most {cpus} (CPU cores on this machine)")
     else:
         _check(devices <= gpus, "trainer.devices", devices, f"at most {gpus} (GPUs on this machine)")
+
+
+def _validate_evaluation(cfg: DictConfig) -> None:
+    """The validation split, the sweepers' objective and anytime evaluation (clexp/selection.py)."""
+    val_fraction = cfg.train.get("val_fraction", 0)
+    _check(is_number(val_fraction) and 0 <= val_fraction < 1, "train.val_fraction", val_fraction,
+           "a number in [0, 1): the share of each experience's training data held out for validation")
+    _check(cfg.get("objective", "val") in ("val", "test"), "objective", cfg.get("objective"),
+           "val (the validation splits' average accuracy) or test")
+
+    ev = cfg.get("eval") or {}
+    every, samples = ev.get("every_n_steps"), ev.get("anytime_samples", 256)
+    _check(every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1),
+           "eval.every_n_steps", every, "an integer >= 1 (optimizer steps between anytime evaluations), or null")
+    _check(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1, "eval.anytime_samples",
+           samples, "an integer >= 1")

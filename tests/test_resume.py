@@ -34,6 +34,8 @@ def test_killed_run_resumes_to_identical_results(tmp_path, method):
     b = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert a["acc_matrix"] == b["acc_matrix"]
     assert a["metrics"] == b["metrics"]
+    assert a["val_acc_matrix"] == b["val_acc_matrix"] and a["val_metrics"] == b["val_metrics"]  # the same split
+    assert a["val_acc_matrix"] is not None and len(a["val_acc_matrix"]) == 5
     wa = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "full"))["module"]
     wb = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "killed"))["module"]
     assert wa.keys() == wb.keys()

@@ -1,4 +1,5 @@
-"""Keeps the accuracy matrix R: the initial model's accuracies, then one row after each experience."""
+"""Keeps the accuracy matrix R: the initial model's accuracies, then one row after each experience —
+on the test sets, and on the validation splits when the stream has them (`train.val_fraction`)."""
 
 from __future__ import annotations
 
@@ -13,31 +14,37 @@ from clexp.stream import Stream
 
 
 class AccuracyMatrix(pl.Callback):
-    """Evaluates every experience's test set at the end of each experience's training.
+    """Evaluates every experience's test set (and validation split) at the end of each experience's training.
 
     `rows[i][j]` is the accuracy on experience j after training experience i; `baseline[j]` the
-    initial model's (for FWT). The summary metrics are logged with step `experience`.
+    initial model's (for FWT); `val_rows` / `val_baseline` the same on the validation splits (None
+    when the stream has none). The summary metrics are logged (`eval/*`, `val/*`) with step `experience`.
     """
 
     def __init__(self, stream: Stream, batch_size: int = 1024):
         self.n = len(stream)
         self.batch_size = batch_size
-        self._x = torch.cat([e.x_test for e in stream])
-        self._y = torch.cat([e.y_test for e in stream])
-        self._t = torch.cat([e.t_test for e in stream])
+        self._sets = {"eval": [torch.cat([getattr(e, f"{a}_test") for e in stream]) for a in "xyt"]}
+        if stream.has_validation:
+            self._sets["val"] = [torch.cat([getattr(e, f"{a}_val") for e in stream]) for a in "xyt"]
         self.rows: list[list[float]] = []
         self.baseline: list[float] | None = None
+        self.val_rows: list[list[float]] | None = [] if "val" in self._sets else None
+        self.val_baseline: list[float] | None = None
         self.eval_seconds: list[float] = []
 
-    def _evaluate(self, pl_module: pl.LightningModule) -> list[float]:
+    def _evaluate(self, pl_module: pl.LightningModule, which: str = "eval") -> list[float]:
         device = pl_module.device
-        if self._x.device != device:
-            self._x, self._y, self._t = (a.to(device) for a in (self._x, self._y, self._t))
-        return accuracy_per_experience(pl_module, self._x, self._y, self._t, self.n, self.batch_size)
+        x, y, t = self._sets[which]
+        if x.device != device:
+            self._sets[which] = x, y, t = [a.to(device) for a in (x, y, t)]
+        return accuracy_per_experience(pl_module, x, y, t, self.n, self.batch_size)
 
     def on_fit_start(self, trainer, pl_module):
         if self.baseline is None:
             self.baseline = self._evaluate(pl_module)
+        if self.val_rows is not None and self.val_baseline is None:
+            self.val_baseline = self._evaluate(pl_module, "val")
 
     def on_train_end(self, trainer, pl_module):
         start = time.perf_counter()
@@ -45,22 +52,38 @@ class AccuracyMatrix(pl.Callback):
         row = self._evaluate(pl_module)
         del self.rows[i:]
         self.rows.append(row)
+        logged = self._logged("eval", self.rows, self.baseline)
+        if self.val_rows is not None:
+            del self.val_rows[i:]
+            self.val_rows.append(self._evaluate(pl_module, "val"))
+            logged |= self._logged("val", self.val_rows, self.val_baseline)
         self.eval_seconds[i:] = [time.perf_counter() - start]
         if trainer.logger is not None:
-            summary = {f"eval/{k}": v for k, v in metrics.summary(self.rows, self.baseline).items() if v is not None}
-            accs = {f"eval/acc_exp{j}": row[j] for j in range(self.n)}
             # at the stream's step count (continuous across experiences, as train/loss): one row per experience
-            trainer.logger.log_metrics({**accs, **summary, "experience": i},
+            trainer.logger.log_metrics({**logged, "experience": i},
                                        step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+    def _logged(self, prefix: str, rows: list[list[float]], baseline) -> dict[str, float]:
+        summary = {f"{prefix}/{k}": v for k, v in metrics.summary(rows, baseline).items() if v is not None}
+        return {**{f"{prefix}/acc_exp{j}": rows[-1][j] for j in range(self.n)}, **summary}
 
     @property
     def summary(self) -> dict[str, float | None]:
         return metrics.summary(self.rows, self.baseline)
 
+    @property
+    def val_summary(self) -> dict[str, float | None] | None:
+        """The same metrics on the validation splits; None without them (or before any experience)."""
+        return metrics.summary(self.val_rows, self.val_baseline) if self.val_rows else None
+
     def state_dict(self) -> dict:
-        return {"rows": self.rows, "baseline": self.baseline, "eval_seconds": self.eval_seconds}
+        return {"rows": self.rows, "baseline": self.baseline, "eval_seconds": self.eval_seconds,
+                "val_rows": self.val_rows, "val_baseline": self.val_baseline}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = [list(r) for r in state["rows"]]
         self.baseline = None if state["baseline"] is None else list(state["baseline"])
         self.eval_seconds = list(state.get("eval_seconds", []))
+        if self.val_rows is not None:
+            self.val_rows = [list(r) for r in state.get("val_rows") or []]
+            self.val_baseline = None if state.get("val_baseline") is None else list(state["val_baseline"])
