@@ -164,6 +164,7 @@ def collect(paths: list[str | Path]) -> list[dict]:
                 "status": "completed", "folder": str(folder), "seed": data.get("seed"), "config": cfg,
                 **_describe(cfg), "acc_matrix": data["acc_matrix"],
                 **{k: data["metrics"].get(k) for k in STATS}, **job,
+                "val_avg_acc": (data.get("val_metrics") or {}).get("avg_acc"),  # for clexp.selection
             })
     if not records:
         raise ReportError(f"no results.json under {', '.join(map(str, paths))}")
@@ -492,6 +493,10 @@ def write_report(records: list[dict], out_dir: Path, plots: bool = True) -> dict
         md += ["", f"## Failed jobs ({len(failed)})", ""]
         md += [f"- `{r['folder']}` {r['overrides']}: {r['error']}" for r in failed]
     written["md"].write_text("\n".join(md) + "\n")
+    if rows:  # the strength selected on validation per group (clexp/selection.py): selected.csv, .md
+        from clexp.selection import write_selection
+
+        written.update(write_selection(records, out_dir, keys))
     if plots and rows:
         written["acc_vs_strength"] = plot_strength(records, out_dir / "acc_vs_strength.png", keys)
         written.update(plot_matrices(records, out_dir / "acc_matrices.png", keys=keys))
@@ -504,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="sweep folders (or results.json files)")
     parser.add_argument("--out", default=None, help="where to write the report (default: the first path)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--emit-overrides", action="store_true",
+                        help="print the `clexp -m ...` command(s) running the selected strengths on the whole "
+                             "stream (without scenario.use_first) over --seeds")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="the seeds of --emit-overrides (default 0,1,2,3,4)")
     args = parser.parse_args(argv)
     try:
         records = collect(args.paths)
@@ -516,6 +525,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(records)
     if rows:
         print(text_table(format_rows(rows)))
+        from clexp.selection import emit_overrides, select, selection_text
+
+        selected = select(records)
+        print("\n" + selection_text(selected))
+        if args.emit_overrides:
+            print("\nThe selected strengths on the whole stream:")
+            print("\n".join(emit_overrides(selected, args.seeds)))
     failed = [r for r in records if r["status"] != "completed"]
     for r in failed:
         print(f"FAILED {r['folder']} {r['overrides']}\n       {r['error']}")

@@ -30,7 +30,20 @@ def job_rows(sweep_dir: Path) -> list[dict]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: print the jobs' outcome after a multirun and write `jobs.csv`."""
+    """Hydra callback: print the jobs' outcome after a multirun and write `jobs.csv`; before it, refuse
+    an optimising sweep on validation accuracy without a validation split (one line, exit 2)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        import sys
+
+        from clexp.errors import ConfigError
+        from clexp.selection import check_objective
+
+        try:
+            check_objective(config, str(config.hydra.sweeper.get("_target_", "")))
+        except ConfigError as err:
+            print(f"clexp: error: ConfigError: {err}", file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

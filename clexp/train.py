@@ -93,8 +93,9 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
 
 
 def run_job(cfg: DictConfig) -> float | None:
-    """One job of the CLI (a single run or one job of a sweep); return the final average accuracy
-    (the objective of sweepers). Bad input: one line on stderr and an exit code (a sweep goes on)."""
+    """One job of the CLI (a single run or one job of a sweep); return the sweepers' objective: the
+    final average accuracy on validation (`objective: val`) or test (`objective=test`). Bad input:
+    one line on stderr and an exit code (a sweep goes on)."""
     from clexp.callbacks.finite_guard import NonFiniteError
     from clexp.data.base import DataError
     from clexp.results import format_table
@@ -102,7 +103,11 @@ def run_job(cfg: DictConfig) -> float | None:
     run_dir, multirun, group = _context()
     if cfg.get("task"):  # a geometry experiment (conf/experiment/ngd_linreg.yaml, ...)
         return run_geometry(cfg, run_dir, multirun)
+    from clexp.selection import check_objective, objective_value
+
     try:
+        if multirun:  # an optimising sweeper (Optuna) maximises `objective`: validation needs a split
+            check_objective(cfg, str(HydraConfig.get().sweeper.get("_target_", "")))
         results = execute(cfg, run_dir, list(HydraConfig.get().overrides.task), multirun, group)
     except (DataError, ValueError) as err:  # a user's mistake (ConfigError is a ValueError): one line
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}", exit_code=2)
@@ -116,7 +121,7 @@ def run_job(cfg: DictConfig) -> float | None:
         print()
         print(format_table(results))
         print(f"\nResults: {Path(results['run_dir']) / 'results.json'}")
-    return results["metrics"]["avg_acc"]
+    return objective_value(cfg, results)
 
 
 def run(overrides: list[str] = (), config_dir: str | None = None) -> dict:
