@@ -18,7 +18,9 @@ Written into the output folder (the first path, or `--out`):
   by validation (ConfigError, DataError) never trained: they are only listed with the failed jobs;
 - the mean accuracy matrix of each row as a heatmap, one figure per scenario: `acc_matrices.png`
   when the sweep has a single scenario, otherwise `acc_matrices_<dataset>-<scenario>-<incremental>.png`
-  for each (and no `acc_matrices.png`).
+  for each (and no `acc_matrices.png`);
+- `report.html`: all of it in one self-contained file (figures embedded, the sweep's overrides and the
+  software versions at the top, every job and the failed ones), for a browser offline (clexp/report_html.py).
 """
 
 from __future__ import annotations
@@ -500,6 +502,9 @@ def write_report(records: list[dict], out_dir: Path, plots: bool = True) -> dict
     if plots and rows:
         written["acc_vs_strength"] = plot_strength(records, out_dir / "acc_vs_strength.png", keys)
         written.update(plot_matrices(records, out_dir / "acc_matrices.png", keys=keys))
+    from clexp.report_html import write_html  # last: it embeds the figures and tables written above
+
+    written["html"] = write_html(records, out_dir, written, keys)
     return written
 
 
