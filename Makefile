@@ -11,9 +11,11 @@ ARGS   ?=
 $(STAMP): pyproject.toml setup.py $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,sweeps]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,sweeps]" --config-settings editable_mode=compat
 	@touch $(STAMP)
 
+# editable_mode=compat: the checkout itself on sys.path, so that Hydra's plugin scan (pkgutil) finds
+# hydra_plugins/clexp_optuna, which setuptools' default editable finder hides from it
 install: $(STAMP)  ## create .venv and install clexp (editable) with its test tools, at the tested versions of constraints.txt
 
 # not on $(STAMP): that would first reinstall the old pins over what is being locked

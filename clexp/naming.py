@@ -2,7 +2,9 @@
 
 `name: ${clexp_run_name:...}` in conf/config.yaml resolves to
 `<method>[-lam<λ>|-c<c>]-<dataset>-<scenario>-<incremental>-s<seed>` (for example
-`ewc-lam100-digits-split-class-s0`), or to the experiment's task for the geometry experiments.
+`ewc-lam100-digits-split-class-s0`), or to the experiment's task for the geometry experiments. A job of a
+sweep also names the other keys its sweep varies or searches (`optimizer.lr=0.1,0.2`, an Optuna search
+space): `ewc-lam100-digits-split-class-s0-lr0.1`, `...-adam` for a config group's option.
 Registered when `clexp` is imported (OmegaConf resolvers must exist before a config is resolved).
 """
 
@@ -20,7 +22,13 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def run_name(method: DictConfig, dataset: str, scenario: str, incremental: str, seed, task=None) -> str:
+# keys the name already carries (a sweep over them adds nothing)
+NAMED_KEYS = {"method", "seed", "dataset", "dataset.name", "scenario", "scenario.name", "scenario.incremental",
+              "name", *(f"method.{key}" for key in STRENGTH_KEYS)}
+
+
+def run_name(method: DictConfig, dataset: str, scenario: str, incremental: str, seed, task=None,
+             _root_: DictConfig | None = None) -> str:
     if task:
         return str(task)
     parts = [str(method.get("name", "method"))]
@@ -28,7 +36,47 @@ def run_name(method: DictConfig, dataset: str, scenario: str, incremental: str, 
         if key in method and method.get(key) is not None:
             parts.append(f"{key}{_number(method[key])}")
             break
-    return "-".join([*parts, str(dataset), str(scenario), str(incremental), f"s{seed}"])
+    return "-".join([*parts, str(dataset), str(scenario), str(incremental), f"s{seed}", *swept_parts(_root_)])
+
+
+def _swept_keys() -> list[str]:
+    """The keys that this job's sweep varies: Hydra's `hydra.sweeper.params` and the sweep overrides
+    (`a=1,2`, `interval(...)`, `choice(...)`, ...) of the sweep's command line (its multirun.yaml)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return []
+    hc = HydraConfig.get()
+    keys = [str(k) for k in (hc.sweeper.get("params") or {})]
+    saved = Path(hc.sweep.dir) / "multirun.yaml"
+    try:
+        lines = list(OmegaConf.load(saved).hydra.overrides.task) if saved.exists() else []
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except Exception:  # noqa: BLE001 - a name must never stop a job
+        parsed = []
+    keys += [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+    return [k for k in dict.fromkeys(keys) if k not in NAMED_KEYS and not k.startswith("hydra.")]
+
+
+def swept_parts(root: DictConfig | None) -> list[str]:
+    """`lr0.1` for a swept value (the last part of its key), `adam` for a swept config group's option."""
+    if root is None:
+        return []
+    from hydra.core.hydra_config import HydraConfig
+
+    keys = _swept_keys()
+    choices = HydraConfig.get().runtime.choices if keys else {}
+    parts = []
+    for key in keys:
+        if key in choices:
+            parts.append(str(choices[key]))
+        else:
+            value = OmegaConf.select(root, key, default=None)
+            if value is not None and not isinstance(value, DictConfig):
+                parts.append(f"{key.rsplit('.', 1)[-1]}{_number(value)}")
+    return parts
 
 
 def sweep_group(sweep_dir: str | Path) -> str:

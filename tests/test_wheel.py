@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 CONF = ROOT / "conf"
 # what the build reads: the packaging files, the code and the configs (a copy, so that no build/ or
 # *.egg-info lands in the working tree and parallel test runs do not share one build folder)
-BUILD_INPUTS = ["pyproject.toml", "setup.py", "README.md", "clexp", "conf"]
+BUILD_INPUTS = ["pyproject.toml", "setup.py", "README.md", "clexp", "conf", "hydra_plugins"]
 
 
 def _yaml_files() -> list[str]:
@@ -65,6 +65,8 @@ def test_wheel_holds_every_config_under_the_package(wheel):
             assert zf.read(f"clexp/conf/{rel}") == (CONF / rel).read_bytes(), rel
     assert not any(n.startswith("conf/") for n in names)  # no top-level `conf` package in site-packages
     assert "clexp/conf_source.py" in names and "clexp/train.py" in names
+    assert "hydra_plugins/clexp_optuna/resumable_sweeper.py" in names  # the sweeper Hydra finds by its namespace
+    assert "hydra_plugins/__init__.py" not in names  # a namespace shared with Hydra's own plugins
 
 
 @pytest.mark.slow
@@ -77,8 +79,8 @@ def test_installed_wheel_runs_the_default_experiment_from_another_folder(wheel, 
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    # the wheel's clexp comes first on sys.path; the editable install's finder (appended to sys.meta_path
-    # by its .pth) is only asked after the path finder, so the repository's clexp is not imported
+    # the wheel's clexp comes first on sys.path (the editable install's .pth puts the checkout after it),
+    # so the repository's clexp is not imported
     env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     env.pop("CLEXP_DATA_DIR", None)
     probe = subprocess.run(

@@ -1,0 +1,52 @@
+"""Optuna sweeps keep their study in the sweep folder (optuna.db) and a re-run goes on where it stopped;
+Optuna's and its storage's log lines carry no colour codes and no set-up chatter."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import clexp_cli
+
+SEARCH = ["experiment=optuna_lam", "logger=none", "scenario.n_experiences=2", "train.epochs=1", "model.hidden=[16]",
+          "trainer.enable_progress_bar=false", "plots=false", "method=l2", "method.lam=tag(log,interval(0.001,1))",
+          "hydra.sweep.dir=sweep"]
+
+
+def _trials(sweep):
+    return {int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+
+
+@pytest.mark.slow
+def test_a_rerun_continues_the_study_without_rewriting_its_jobs(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    first = clexp_cli(["-m", *SEARCH, "hydra.sweeper.n_trials=2"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    sweep = tmp_path / "sweep"
+    assert (sweep / "optuna.db").is_file()
+    before = _trials(sweep)
+    assert sorted(before) == [0, 1]
+    mtimes = {n: (sweep / str(n) / "results.json").stat().st_mtime_ns for n in before}
+
+    again = clexp_cli(["-m", *SEARCH, "hydra.sweeper.n_trials=3"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "2 trials finished, 1 to go" in again.stdout
+    after = _trials(sweep)
+    assert sorted(after) == [0, 1, 2]  # one new job, numbered after the old ones
+    assert {n: (sweep / str(n) / "results.json").stat().st_mtime_ns for n in before} == mtimes  # untouched
+    lams = [after[n]["config"]["method"]["lam"] for n in range(3)]
+    assert len(set(lams)) == 3, lams  # the resumed sampler proposes a new point
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    objective = [(r.get("val_metrics") or r["metrics"])["avg_acc"] for r in after.values()]  # val when there is one
+    assert best["best_value"] == pytest.approx(max(objective))
+    # each trial's run name carries its searched value
+    assert all(f"lam{float(r['config']['method']['lam']):g}" in r["config"]["name"] for r in after.values())
+
+    done = clexp_cli(["-m", *SEARCH, "hydra.sweeper.n_trials=3"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "3 trials finished, 0 to go" in done.stdout and sorted(_trials(sweep)) == [0, 1, 2]
+
+    for out in (first, again, done):
+        text = out.stdout + out.stderr
+        assert "\x1b[" not in text  # no ANSI colour codes
+        assert "setup plugin" not in text and "fontManager" not in text  # alembic's, matplotlib's INFO lines
