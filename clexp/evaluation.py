@@ -7,15 +7,18 @@ import torch.distributed as dist
 
 
 @torch.no_grad()
-def accuracy_per_experience(
+def accuracies(
     module: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     t: torch.Tensor,
     n_experiences: int,
     batch_size: int = 1024,
-) -> list[float]:
-    """Accuracy of `module(x, t)` per task id, in eval mode (the mode is restored).
+    masks: torch.Tensor | None = None,
+) -> tuple[list[float], list[float] | None]:
+    """Accuracy of `module(x, t)` per task id, in eval mode (the mode is restored); with `masks`
+    (bool, T × outputs) also the task-aware accuracy from the same forward pass: each input's outputs
+    masked to its experience's (class-IL runs, read as if the task id were known).
 
     Under an initialised process group each rank evaluates its own slice and the counts are
     all-reduced, so every test sample is evaluated exactly once.
@@ -24,17 +27,33 @@ def accuracy_per_experience(
     was_training = module.training
     module.eval()
     device = next(module.parameters()).device
-    correct = torch.zeros(n_experiences, dtype=torch.float64, device=device)
-    total = torch.zeros(n_experiences, dtype=torch.float64, device=device)
+    counts = torch.zeros(3 if masks is not None else 2, n_experiences, dtype=torch.float64, device=device)
+    if masks is not None:
+        masks = masks.to(device)
     idx = torch.arange(rank, len(y), world)
     for chunk in idx.split(batch_size):
         xb, yb, tb = (a[chunk.to(a.device)].to(device, non_blocking=True) for a in (x, y, t))
-        hit = (module(xb, tb).argmax(dim=1) == yb).double()
-        correct.index_add_(0, tb, hit)
-        total.index_add_(0, tb, torch.ones_like(hit))
+        logits = module(xb, tb)
+        hit = (logits.argmax(dim=1) == yb).double()
+        counts[0].index_add_(0, tb, hit)
+        counts[1].index_add_(0, tb, torch.ones_like(hit))
+        if masks is not None:
+            masked = logits.masked_fill(~masks[tb], float("-inf"))
+            counts[2].index_add_(0, tb, (masked.argmax(dim=1) == yb).double())
     if world > 1:
-        both = torch.stack([correct, total])
-        dist.all_reduce(both)
-        correct, total = both[0], both[1]
+        dist.all_reduce(counts)
     module.train(was_training)
-    return (correct / total.clamp_min(1)).tolist()
+    total = counts[1].clamp_min(1)
+    return (counts[0] / total).tolist(), ((counts[2] / total).tolist() if masks is not None else None)
+
+
+def accuracy_per_experience(
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    n_experiences: int,
+    batch_size: int = 1024,
+) -> list[float]:
+    """Accuracy of `module(x, t)` per task id (see `accuracies`)."""
+    return accuracies(module, x, y, t, n_experiences, batch_size)[0]

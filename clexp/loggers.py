@@ -128,3 +128,4 @@ def define_wandb_steps(logger) -> None:
             run.define_metric("experience")
             run.define_metric("eval/*", step_metric="experience")
             run.define_metric("val/*", step_metric="experience")
+            run.define_metric("anytime/*", step_metric="trainer/global_step")  # inside experiences

@@ -20,6 +20,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from clexp import checkpoint
 from clexp.build import Components, build_model, components, load_stream
 from clexp.callbacks import AccuracyMatrix
+from clexp.callbacks.anytime import AnytimeEvaluation
+from clexp.callbacks.compute import ComputeAccounting, forward_flops_per_sample
 from clexp.callbacks.stream_checkpoint import StreamCheckpoint
 from clexp.loader import TensorLoader
 from clexp.module import ContinualModule
@@ -44,6 +46,10 @@ class StreamRunner:
                                       gradient_clip_val=cfg.trainer.get("gradient_clip_val"))
         self.module.n_experiences = len(self.stream)
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
+        every = (cfg.get("eval") or {}).get("every_n_steps")  # anytime evaluation: off (absent) unless set
+        self.anytime = AnytimeEvaluation(self.stream, every, cfg.eval.get("anytime_samples", 256), int(cfg.seed),
+                                         cfg.train.eval_batch_size) if every else None
+        self.compute = ComputeAccounting(parts.method_callbacks)
         tags = [cfg.method.name, cfg.scenario.name, cfg.scenario.incremental, cfg.dataset.name]
         wandb_id = resume.get("wandb_id") if resume else None
         # `group=`, then `logger.group`, then the sweep's default (its date-time and a hash of its overrides)
@@ -55,8 +61,9 @@ class StreamRunner:
         infrastructure = parts.callbacks
         if not cfg.trainer.get("enable_progress_bar", True):
             infrastructure = [c for c in infrastructure if not isinstance(c, ProgressBar)]
-        self.callbacks = [self.accuracy, *parts.method_callbacks, self.checkpoints, *infrastructure,
-                          *extra_callbacks]
+        # anytime before the checkpoints: a checkpoint at step s holds the evaluation of step s
+        self.callbacks = [self.accuracy, *([self.anytime] if self.anytime else []), *parts.method_callbacks,
+                          self.compute, self.checkpoints, *infrastructure, *extra_callbacks]
         self.make_trainer = parts.trainer
         self.train_seconds: list[float] = []
         self.steps = 0  # optimizer steps over the whole stream (the loggers' x axis)
@@ -100,12 +107,28 @@ class StreamRunner:
         start = time.perf_counter()
         quiet_lightning()
         describe_model(self.model)
+        first = self.stream[0]
+        flops = forward_flops_per_sample(self.module, first.x_test, first.t_test)
         for i in range(self.start_experience, len(self.stream)):
             self.run_experience(i)
         results = collect(self.cfg, self.accuracy, self.train_seconds, time.perf_counter() - start,
                           len(self.stream), self.run_dir)
+        results["task_aware_acc_matrix"] = self.accuracy.task_aware_rows  # class-IL only, else null
+        results["compute"] = {
+            "forward_flops_per_sample": flops,
+            "optimizer_steps": self.compute.steps,
+            "training_samples": self.compute.samples,
+            # the fit's seconds minus evaluation (accuracy matrix, anytime) and importance estimation
+            "training_s": [max(0.0, f - e - m - a) for f, e, m, a in
+                           zip(self.train_seconds, self.accuracy.eval_seconds, self.compute.importance_s,
+                               self.anytime.seconds if self.anytime else [0.0] * len(self.train_seconds))],
+            "importance_s": self.compute.importance_s,
+        }
+        results["anytime"] = self.anytime.results() if self.anytime else None
         if self.is_global_zero:
             finish_outputs(results, self.cfg, self.accuracy, self.run_dir, self.logger)
+            if self.anytime and self.cfg.get("plots", True):
+                self.anytime.plot(self.run_dir / "anytime.png", f"{self.cfg.name}: anytime evaluation")
         return results
 
     def run_experience(self, i: int) -> None:
@@ -116,6 +139,9 @@ class StreamRunner:
         trainer = self.trainer(i, done_epochs, done_steps)
         loader = self.loader(i, trainer)
         self.checkpoints.begin(loader, i, self.steps, point)
+        self.compute.begin(point is not None)
+        if self.anytime:
+            self.anytime.begin(i, self.steps, done_steps)
         self.module.resumed_mid_experience = point is not None
         trainer.fit_loop.epoch_loop._batches_that_stepped = self.steps + done_steps  # continuous x axis
         if i == 0 and not point and self.logger is not None and trainer.is_global_zero:
@@ -129,6 +155,7 @@ class StreamRunner:
         trainer.fit(self.module, train_dataloaders=loader)
         self.module.resumed_mid_experience = False
         self.train_seconds[i:] = [time.perf_counter() - t0]
+        self.compute.end(i, done_steps + trainer.global_step)
         self.steps += done_steps + trainer.global_step
         self.is_global_zero = trainer.is_global_zero
         if trainer.is_global_zero:
@@ -143,6 +170,8 @@ class StreamRunner:
             "steps": self.steps,
             "module": self.module.state_dict(),
             "accuracy": self.accuracy.state_dict(),
+            "anytime": self.anytime.state_dict() if self.anytime else None,
+            "compute": self.compute.state_dict(),
             "train_seconds": list(self.train_seconds),
             "torch_rng": torch.get_rng_state(),
             "wandb_id": getattr(self.logger, "version", None) if self.logger is not None else None,
@@ -152,6 +181,10 @@ class StreamRunner:
         """Continue from a stream checkpoint: after a finished experience, or in the middle of one."""
         self.module.load_state_dict(state["module"])
         self.accuracy.load_state_dict(state["accuracy"])
+        if self.anytime and state.get("anytime"):
+            self.anytime.load_state_dict(state["anytime"])
+        if state.get("compute"):
+            self.compute.load_state_dict(state["compute"])
         self.train_seconds = list(state["train_seconds"])
         self.steps = int(state["steps"])
         if state["finished"]:

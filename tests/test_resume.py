@@ -12,7 +12,8 @@ from tests.conftest import clexp_cli
 
 # task-IL so that the penalty matters; 2 epochs × 9 batches = 18 steps per experience
 BASE = ["scenario.incremental=task", "train.epochs=2", "model.hidden=[64]", "logger=none",
-        "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "trainer.checkpoint_every_n_steps=4"]
+        "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "trainer.checkpoint_every_n_steps=4",
+        "eval.every_n_steps=5"]  # anytime evaluation on: its curves must resume too
 
 
 @pytest.mark.slow
@@ -36,6 +37,9 @@ def test_killed_run_resumes_to_identical_results(tmp_path, method):
     assert a["metrics"] == b["metrics"]
     assert a["val_acc_matrix"] == b["val_acc_matrix"] and a["val_metrics"] == b["val_metrics"]  # the same split
     assert a["val_acc_matrix"] is not None and len(a["val_acc_matrix"]) == 5
+    assert a["anytime"] == b["anytime"] | {"eval_s": a["anytime"]["eval_s"]}  # the same curves, steps, boundaries
+    for key in ("optimizer_steps", "training_samples", "forward_flops_per_sample"):
+        assert a["compute"][key] == b["compute"][key], key
     wa = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "full"))["module"]
     wb = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "killed"))["module"]
     assert wa.keys() == wb.keys()

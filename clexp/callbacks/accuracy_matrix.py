@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from clexp import metrics
-from clexp.evaluation import accuracy_per_experience
+from clexp.evaluation import accuracies
 from clexp.stream import Stream
 
 
@@ -19,6 +19,8 @@ class AccuracyMatrix(pl.Callback):
     `rows[i][j]` is the accuracy on experience j after training experience i; `baseline[j]` the
     initial model's (for FWT); `val_rows` / `val_baseline` the same on the validation splits (None
     when the stream has none). The summary metrics are logged (`eval/*`, `val/*`) with step `experience`.
+    A class-IL stream also gets `task_aware_rows`: the same test accuracies with each experience's
+    outputs masked to its own classes (as if the task id were given), from the same forward pass.
     """
 
     def __init__(self, stream: Stream, batch_size: int = 1024):
@@ -32,13 +34,22 @@ class AccuracyMatrix(pl.Callback):
         self.val_rows: list[list[float]] | None = [] if "val" in self._sets else None
         self.val_baseline: list[float] | None = None
         self.eval_seconds: list[float] = []
+        self._masks = None
+        if stream.incremental == "class":
+            self._masks = torch.zeros(self.n, stream.n_outputs, dtype=torch.bool)
+            for e in stream:
+                self._masks[e.index, e.output_classes] = True
+        self.task_aware_rows: list[list[float]] | None = [] if self._masks is not None else None
 
     def _evaluate(self, pl_module: pl.LightningModule, which: str = "eval") -> list[float]:
         device = pl_module.device
         x, y, t = self._sets[which]
         if x.device != device:
             self._sets[which] = x, y, t = [a.to(device) for a in (x, y, t)]
-        return accuracy_per_experience(pl_module, x, y, t, self.n, self.batch_size)
+        masks = self._masks if which == "eval" and self.task_aware_rows is not None else None
+        plain, masked = accuracies(pl_module, x, y, t, self.n, self.batch_size, masks)
+        self._last_masked = masked
+        return plain
 
     def on_fit_start(self, trainer, pl_module):
         if self.baseline is None:
@@ -52,6 +63,9 @@ class AccuracyMatrix(pl.Callback):
         row = self._evaluate(pl_module)
         del self.rows[i:]
         self.rows.append(row)
+        if self.task_aware_rows is not None:
+            del self.task_aware_rows[i:]
+            self.task_aware_rows.append(self._last_masked)
         logged = self._logged("eval", self.rows, self.baseline)
         if self.val_rows is not None:
             del self.val_rows[i:]
@@ -78,7 +92,8 @@ class AccuracyMatrix(pl.Callback):
 
     def state_dict(self) -> dict:
         return {"rows": self.rows, "baseline": self.baseline, "eval_seconds": self.eval_seconds,
-                "val_rows": self.val_rows, "val_baseline": self.val_baseline}
+                "val_rows": self.val_rows, "val_baseline": self.val_baseline,
+                "task_aware_rows": self.task_aware_rows}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = [list(r) for r in state["rows"]]
@@ -87,3 +102,5 @@ class AccuracyMatrix(pl.Callback):
         if self.val_rows is not None:
             self.val_rows = [list(r) for r in state.get("val_rows") or []]
             self.val_baseline = None if state.get("val_baseline") is None else list(state["val_baseline"])
+        if self.task_aware_rows is not None:
+            self.task_aware_rows = [list(r) for r in state.get("task_aware_rows") or []]
