@@ -96,6 +96,7 @@ def run_job(cfg: DictConfig) -> float | None:
     """One job of the CLI (a single run or one job of a sweep); return the sweepers' objective: the
     final average accuracy on validation (`objective: val`) or test (`objective=test`). Bad input:
     one line on stderr and an exit code (a sweep goes on)."""
+    from clexp import sweep_resume
     from clexp.callbacks.finite_guard import NonFiniteError
     from clexp.data.base import DataError
     from clexp.results import format_table
@@ -103,6 +104,9 @@ def run_job(cfg: DictConfig) -> float | None:
     run_dir, multirun, group = _context()
     if cfg.get("task"):  # a geometry experiment (conf/experiment/ngd_linreg.yaml, ...)
         return run_geometry(cfg, run_dir, multirun)
+    skipped, objective = sweep_resume.skip(cfg, run_dir, multirun)  # a re-run sweep: done before, same config
+    if skipped:
+        return objective
     from clexp.selection import check_objective, objective_value
 
     try:
@@ -217,10 +221,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = [sys.argv[0], *argv]
     ddp.redirect_sweep_child()
     from clexp.errors import ConfigError
+    from clexp.launchers import check_launcher
     from clexp.overrides import check_command_line
 
     try:  # a key its group does not have: one line here, not Hydra's multi-line error
         check_command_line(sys.argv[1:], conf_source.config_dir())
+        sys.argv[1:] = check_launcher(sys.argv[1:])  # the sweep's launcher can start (plugin, Ray, folder)
     except ConfigError as err:
         print(f"clexp: error: ConfigError: {err}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,184 @@
+"""Checks of a sweep's launcher before Hydra starts (one line and exit 2 instead of Hydra's multi-line
+errors, or a failure after the first jobs): the launcher's plugin is installed, a Ray address answers,
+the submitit folder can be written, SLURM's `sbatch` is there.
+
+`check_launcher(argv)` reads only the command line; it returns the arguments to run with (the same, or
+with `object_store_memory` left out of `ray.init` when connecting to an existing Ray cluster, which
+Ray refuses together with an address) and raises `LauncherError` for bad input.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+from clexp.errors import ConfigError
+
+# clexp's launcher presets (conf/hydra/launcher/) and the Hydra plugin + extra each needs
+PLUGINS = {
+    "parallel": ("hydra_plugins.hydra_joblib_launcher", "the joblib launcher", "clexp[sweeps]"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "the joblib launcher", "clexp[sweeps]"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "the submitit launcher", "clexp[sweeps]"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "the submitit launcher", "clexp[sweeps]"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "the submitit launcher", "clexp[sweeps]"),
+    "ray": ("hydra_plugins.hydra_ray_launcher", "Hydra's Ray launcher (hydra-ray-launcher and ray)", "clexp[ray]"),
+}
+SUBMITIT = {"submitit_local", "submitit_slurm", "slurm"}
+DEFAULT_SWEEP_DIR = "outputs/multirun"  # conf/config.yaml: hydra.sweep.dir below it, by date and time
+
+
+class LauncherError(ConfigError):
+    """A launcher that cannot start: one line naming what is missing and how to get it (exit 2)."""
+
+    def __init__(self, message: str):
+        ValueError.__init__(self, message)
+        self.key, self.value, self.allowed = "hydra/launcher", None, message
+
+
+def _value(argv: list[str], *keys: str) -> str | None:
+    """The last value the command line gives one of `keys` (with or without +/++), quotes stripped."""
+    found = None
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if sep and name.lstrip("+") in keys:
+            found = value.strip("'\"")
+    return found
+
+
+def _has(argv: list[str], key: str) -> bool:
+    return any(arg.partition("=")[0].lstrip("+") == key for arg in argv)
+
+
+def launcher_choice(argv: list[str]) -> str | None:
+    """The `hydra/launcher` option the command line picks (None: Hydra's basic launcher)."""
+    return _value(argv, "hydra/launcher", "override hydra/launcher")
+
+
+def check_launcher(argv: list[str]) -> list[str]:
+    """Check the launcher a multirun command line picks; return the arguments to run with."""
+    argv = list(argv)
+    choice = launcher_choice(argv)
+    if choice is None or not ({"-m", "--multirun"} & set(argv)):
+        return argv
+    if choice in ("submitit_local", "ray"):
+        # conf/hydra/launcher/<choice>.yaml shares its name with the plugin's schema; Hydra merges them and
+        # warns that this is deprecated (a multi-line UserWarning on every sweep): the merge is what we want
+        import warnings
+
+        warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
+    if choice in PLUGINS:
+        module, what, extra = PLUGINS[choice]
+        missing = [m for m in (module, "ray" if choice == "ray" else None) if m and not _importable(m)]
+        if missing:
+            raise LauncherError(f"hydra/launcher={choice} needs {what}, which is not installed: "
+                                f'pip install "{extra}" (in a checkout: pip install -e ".[{extra[6:-1]}]")')
+    if choice == "ray":
+        argv = _check_ray(argv)
+    if choice in SUBMITIT:
+        _check_submitit_folder(argv)
+    if choice in ("slurm", "submitit_slurm") and shutil.which("sbatch") is None:
+        raise LauncherError(f"hydra/launcher={choice} needs SLURM's sbatch on PATH (run the sweep on the "
+                            "cluster's login node), or run the jobs here with hydra/launcher=submitit_local")
+    return argv
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ Ray
+
+
+def _check_ray(argv: list[str]) -> list[str]:
+    key = "hydra.launcher.ray.init.address"
+    address = _value(argv, key)
+    if address in (None, "null", "None", "~", ""):
+        address = os.environ.get("RAY_ADDRESS") or None
+        key = "RAY_ADDRESS" if address else key
+    if address is None:
+        return argv  # a Ray instance of its own on this machine
+    if address == "local":
+        return argv
+    if address == "auto":
+        if not _current_cluster():
+            raise LauncherError(f"{key}=auto: no Ray cluster was started on this machine (start one with "
+                                "`ray start --head`, or give the head's HOST:6379, or leave the address null "
+                                "for a Ray instance of the sweep's own)")
+    else:
+        host, port = _host_port(address, key)
+        if not _answers(host, port):
+            raise LauncherError(f"{key}={address}: nothing answers at {host}:{port} (is the Ray head running? "
+                                "`ray start --head` prints its address; leave the address null for a Ray "
+                                "instance of the sweep's own)")
+    if not _has(argv, "hydra.launcher.ray.init.object_store_memory"):
+        # the plugin sets a small object store for a Ray it starts; Ray refuses it when connecting
+        argv.append("++hydra.launcher.ray.init.object_store_memory=null")
+    return argv
+
+
+def _host_port(address: str, key: str) -> tuple[str, int]:
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?(?::(\d+))?/?", address)
+    if not match:
+        raise LauncherError(f"{key}={address}: not a Ray address (HOST:6379, ray://HOST:10001, auto or null)")
+    default = 10001 if address.startswith("ray://") else 6379
+    return match.group(1), int(match.group(2) or default)
+
+
+def _answers(host: str, port: int, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _current_cluster() -> bool:
+    """A cluster started here with `ray start` leaves its address in <ray temp dir>/ray_current_cluster."""
+    temp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+    if not temp.is_file():
+        return False
+    host, port = _host_port(temp.read_text().strip(), "ray_current_cluster")
+    return _answers(host, port)
+
+
+# ------------------------------------------------------------------------------------------- submitit
+
+
+def _check_submitit_folder(argv: list[str]) -> None:
+    """submitit writes each job's pickle and logs under `hydra.launcher.submitit_folder`, by default in
+    the sweep folder: its first existing parent must be a writable folder."""
+    sweep_dir = _value(argv, "hydra.sweep.dir") or DEFAULT_SWEEP_DIR
+    folder = _value(argv, "hydra.launcher.submitit_folder")
+    key = "hydra.launcher.submitit_folder" if folder else "hydra.sweep.dir"
+    shown = folder or sweep_dir
+    folder = (folder or "${hydra.sweep.dir}/.submitit").replace("${hydra.sweep.dir}", sweep_dir)
+    folder = folder.split("${", 1)[0].split("%", 1)[0] or "."  # up to the first interpolation or %j
+    path = Path(folder).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not _writable(parent):
+        raise LauncherError(f"{key}={shown}: submitit cannot write its job files there ({parent} is "
+                            f"{'not a folder' if not parent.is_dir() else 'not writable'}): give a writable "
+                            "hydra.sweep.dir or hydra.launcher.submitit_folder")
+
+
+def _writable(folder: Path) -> bool:
+    """A file can be made in `folder` (tried: `os.access` says yes to root on a read-only mount)."""
+    import tempfile
+
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
