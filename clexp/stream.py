@@ -278,7 +278,8 @@ class Scenario:
 
     `seed` (null: the run's seed) draws the class order, permutations... ; `name` prefixes the
     stream's name; `use_first=k` keeps only the first k experiences (tuning on the first k, Chaudhry
-    et al. 2019: the same classes, permutations and model as the whole stream, cut short). Subclasses check their own values when constructed (before any data is read).
+    et al. 2019: the same classes, permutations and model as the whole stream, cut short).
+    Subclasses check their own values when constructed (before any data is read).
     """
 
     def __init__(self, incremental: str = "class", n_experiences: int = 5, seed: int | None = None,

@@ -24,6 +24,7 @@ def job_rows(sweep_dir: Path) -> list[dict]:
             "overrides": overrides,
             "status": data.get("status", "completed"),
             "avg_acc": avg,
+            "val_avg_acc": (data.get("val_metrics") or {}).get("avg_acc"),
             "error": (data.get("error") or "").splitlines()[0] if data.get("error") else "",
         })
     return rows
@@ -59,7 +60,8 @@ class SweepSummary(Callback):
         for r in rows:
             if r["status"] == "completed":
                 acc = "n/a" if r["avg_acc"] is None else f"{100 * r['avg_acc']:.1f}%"
-                print(f"  [ok]     {r['job']:>3}  avg_acc {acc:>6}  {r['overrides']}")
+                val = "" if r["val_avg_acc"] is None else f"  val {100 * r['val_avg_acc']:.1f}%"
+                print(f"  [ok]     {r['job']:>3}  avg_acc {acc:>6}{val}  {r['overrides']}")
             else:
                 print(f"  [FAILED] {r['job']:>3}  {r['overrides']}\n             {r['error']}")
         print(f"Tables and plots: clexp-report {sweep_dir}")

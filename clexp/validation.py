@@ -11,9 +11,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from clexp.build import Components, components
-from clexp.errors import ConfigError
+from clexp.errors import ConfigError, is_number
 from clexp.errors import check as _check
-from clexp.errors import is_number
 from clexp.overrides import check_method_keys
 
 __all__ = ["ConfigError", "validate"]

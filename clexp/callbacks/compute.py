@@ -6,7 +6,6 @@ estimation)."""
 
 from __future__ import annotations
 
-import functools
 import time
 
 import pytorch_lightning as pl
@@ -30,6 +29,20 @@ def forward_flops_per_sample(module: torch.nn.Module, x: torch.Tensor, t: torch.
         module.train(was_training)
 
 
+class _Timed:
+    """`callback.on_train_end`, timed into `owner._importance` (a plain object: picklable for ddp_spawn)."""
+
+    def __init__(self, hook, callback, owner):
+        self.hook, self.callback, self.owner = hook, callback, owner
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.hook(self.callback, *args, **kwargs)
+        finally:
+            self.owner._importance += time.perf_counter() - start
+
+
 class ComputeAccounting(pl.Callback):
     def __init__(self, method_callbacks: list):
         self.steps: list[int] = []
@@ -39,17 +52,7 @@ class ComputeAccounting(pl.Callback):
         self._importance = 0.0
         for cb in method_callbacks:  # time the boundary-time estimation where a method has one
             if type(cb).on_train_end is not pl.Callback.on_train_end:
-                cb.on_train_end = self._timed(cb.on_train_end)
-
-    def _timed(self, hook):
-        @functools.wraps(hook)
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return hook(*args, **kwargs)
-            finally:
-                self._importance += time.perf_counter() - start
-        return timed
+                cb.on_train_end = _Timed(type(cb).on_train_end, cb, self)
 
     def begin(self, resumed_mid_experience: bool) -> None:
         """Before an experience's fit; a run resumed inside one keeps the counts its checkpoint holds."""
