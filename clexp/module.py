@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import pytorch_lightning as pl
@@ -11,6 +12,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from clexp.methods.base import Regularizer
+
+log = logging.getLogger("clexp")
 
 
 def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
@@ -162,9 +165,22 @@ class ContinualModule(pl.LightningModule):
         return bool(getattr(self.model, "freeze_norm_stats", False)) and int(self.experience) > 0
 
     def on_train_start(self) -> None:
-        """Decide once per experience (one host read of `experience`) which layers stay in eval mode."""
+        """Decide once per experience (one host read of `experience`) which layers stay in eval mode, and
+        warn when the consolidated penalty is stiffer than the optimizer's steps allow."""
         self._frozen_norms = norm_layers_with_statistics(self.model) if self.norm_stats_frozen() else []
         self._freeze_norms()
+        self._check_stiffness()
+
+    def _check_stiffness(self) -> None:
+        from clexp.optim.stability import instability
+
+        strength = getattr(self.regularizer, "strength", None)
+        if strength is None or not self.trainer.optimizers or not self.trainer.is_global_zero:
+            return
+        message = instability(self.regularizer.max_curvature(), self.trainer.optimizers[0],
+                              "the strength (method.lam / method.c)", float(strength))
+        if message:
+            log.warning("experience %d: %s", int(self.experience), message)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._freeze_norms()  # again at every step: a callback may have put the whole model back in train mode

@@ -32,6 +32,11 @@ class Regularizer(nn.Module):
     def forward(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def max_curvature(self) -> float | None:
+        """The penalty's largest curvature (of its Hessian in the parameters), for the step-size check of
+        `clexp.optim.stability`; None when it has none to offer (not quadratic, nothing consolidated)."""
+        return None
+
 
 def experience_shard(trainer, pl_module, max_samples: int | None, seed: int):
     """This rank's share of the current experience's training inputs and targets (a seeded subset

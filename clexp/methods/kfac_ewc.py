@@ -109,6 +109,17 @@ class KroneckerPenalty(Regularizer):
         return total
 
     @torch.no_grad()
+    def max_curvature(self) -> float | None:
+        """An upper bound on the largest Hessian eigenvalue: per layer λ·Σ_t λmax(A_t)·λmax(G_t) (exact for
+        one experience; a layer's block is λ·Σ_t A_t ⊗ G_t), the largest over layers and the diagonal part."""
+        per_layer: dict[str, float] = {}
+        for layer, (A, G, _) in self._triples():
+            top = float(torch.linalg.eigvalsh(A.double())[-1] * torch.linalg.eigvalsh(G.double())[-1])
+            per_layer[layer] = per_layer.get(layer, 0.0) + self.strength * max(top, 0.0)
+        values = [*per_layer.values(), self.diag.max_curvature() or 0.0]
+        return max(values) if any(values) else None
+
+    @torch.no_grad()
     def value(self, model) -> torch.Tensor:
         return self.forward(model).detach()
 

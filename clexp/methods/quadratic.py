@@ -93,6 +93,13 @@ class QuadraticPenalty(Regularizer):
     def importance(self, name: str) -> torch.Tensor:
         return getattr(self, f"importance__{buffer_key(name)}")
 
+    @torch.no_grad()
+    def max_curvature(self) -> float | None:
+        """2·strength·factor·max Ω: the Hessian is diagonal (one host read, once per experience)."""
+        if not self.names or int(self.consolidations) == 0:
+            return None
+        return 2.0 * self.scale * max(float(self.importance(n).max()) for n in self.names)
+
     def anchor(self, name: str) -> torch.Tensor:
         return getattr(self, f"anchor__{buffer_key(name)}")
 
