@@ -97,30 +97,59 @@ def _importable(module: str) -> bool:
 
 
 def _check_ray(argv: list[str]) -> list[str]:
+    """conf/hydra/launcher/ray.yaml's address `local` (the preset) starts a Ray instance of the sweep's own;
+    null lets Ray look (RAY_ADDRESS, then the cluster `ray start` left on this machine); `auto` must find
+    one of those; HOST:PORT or ray://HOST:PORT must answer."""
     key = "hydra.launcher.ray.init.address"
     address = _value(argv, key)
-    if address in (None, "null", "None", "~", ""):
-        address = os.environ.get("RAY_ADDRESS") or None
-        key = "RAY_ADDRESS" if address else key
-    if address is None:
-        return argv  # a Ray instance of its own on this machine
+    address = "local" if address is None else address
     if address == "local":
         return argv
-    if address == "auto":
-        if not _current_cluster():
+    if address in ("null", "None", "~", "", "auto"):
+        found = os.environ.get("RAY_ADDRESS") or None
+        if found:
+            key, address = "RAY_ADDRESS", found
+        elif _current_cluster():
+            address = "the cluster started on this machine"
+        elif address == "auto":
             raise LauncherError(f"{key}=auto: no Ray cluster was started on this machine (start one with "
-                                "`ray start --head`, or give the head's HOST:6379, or leave the address null "
-                                "for a Ray instance of the sweep's own)")
-    else:
+                                "`ray start --head`, or give the head's HOST:6379, or use address=local for a "
+                                "Ray instance of the sweep's own)")
+        else:
+            return argv  # Ray starts an instance of its own
+    if key == "RAY_ADDRESS" or not address.startswith("the cluster"):
         host, port = _host_port(address, key)
         if not _answers(host, port):
             raise LauncherError(f"{key}={address}: nothing answers at {host}:{port} (is the Ray head running? "
-                                "`ray start --head` prints its address; leave the address null for a Ray "
-                                "instance of the sweep's own)")
+                                "`ray start --head` prints its address; hydra.launcher.ray.init.address=local "
+                                "for a Ray instance of the sweep's own)")
+    given = [k for k in ("num_cpus", "num_gpus", "resources", "object_store_memory")
+             if _value(argv, f"hydra.launcher.ray.init.{k}") not in (None, "null")]
+    if given:
+        raise LauncherError(f"hydra.launcher.ray.init.{given[0]} cannot be given when connecting to an existing "
+                            f"Ray cluster ({address}): the cluster's own resources count; per job: "
+                            "hydra.launcher.ray.remote.num_cpus / num_gpus")
     if not _has(argv, "hydra.launcher.ray.init.object_store_memory"):
         # the plugin sets a small object store for a Ray it starts; Ray refuses it when connecting
         argv.append("++hydra.launcher.ray.init.object_store_memory=null")
+    # a cluster's workers run in the folder where its `ray start` ran: the sweep folder as an absolute path
+    sweep_dir = _value(argv, "hydra.sweep.dir") or _default_sweep_dir()
+    if sweep_dir and not Path(sweep_dir).expanduser().is_absolute():
+        argv.append(f"hydra.sweep.dir={Path.cwd() / sweep_dir}")
     return argv
+
+
+def _default_sweep_dir() -> str | None:
+    """conf/config.yaml's hydra.sweep.dir, unresolved (outputs/multirun/${now:...}/${now:...})."""
+    from omegaconf import OmegaConf
+
+    from clexp import conf_source
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(Path(conf_source.config_dir()) / "config.yaml"),
+                                      resolve=False)["hydra"]["sweep"]["dir"]
+    except Exception:  # noqa: BLE001 - a config of the user's own: leave Hydra's value
+        return None
 
 
 def _host_port(address: str, key: str) -> tuple[str, int]:

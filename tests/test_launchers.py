@@ -4,7 +4,15 @@ jobs.csv lists every job, and re-running the sweep in the same folder skips the 
 
 import csv
 import json
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +22,8 @@ from tests.conftest import clexp_cli
 SWEEP = ["experiment=smoke", "scenario.n_experiences=2", "model.hidden=[16]", "method=si",
          "method.c=0.1,1e300,0.2", "plots=false", "hydra.sweep.dir=sweep"]
 STATUSES = ["completed", "failed", "completed"]
+# Ray's single-machine mode: every Ray address on loopback (127.0.0.1), not the machine's network address
+RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 LAUNCHERS = {
     "parallel": (["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"], "hydra_plugins.hydra_joblib_launcher"),
@@ -46,7 +56,8 @@ def test_sweep_under_launcher_records_every_job_and_resumes(launcher, tmp_path):
     pytest.importorskip(plugin)
     if launcher == "ray":
         pytest.importorskip("ray")
-    out = clexp_cli(["-m", *args, *SWEEP, "logger=wandb"], tmp_path, env={"WANDB_API_KEY": ""}, timeout=600)
+    env = {"WANDB_API_KEY": "", **(RAY_LOOPBACK if launcher == "ray" else {})}
+    out = clexp_cli(["-m", *args, *SWEEP, "logger=wandb"], tmp_path, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     sweep = tmp_path / "sweep"
     assert _statuses(sweep) == STATUSES
@@ -58,7 +69,7 @@ def test_sweep_under_launcher_records_every_job_and_resumes(launcher, tmp_path):
     assert len({r[0] for r in runs}) == 3
     completed = {j: (sweep / str(j) / "results.json").read_text() for j in (0, 2)}
 
-    again = clexp_cli(["-m", *args, *SWEEP, "logger=wandb"], tmp_path, env={"WANDB_API_KEY": ""}, timeout=600)
+    again = clexp_cli(["-m", *args, *SWEEP, "logger=wandb"], tmp_path, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _skipped_lines(sweep, again) == {"0", "2"}  # one line for each skipped job, none for the failed one
     assert {j: (sweep / str(j) / "results.json").read_text() for j in (0, 2)} == completed
@@ -68,3 +79,40 @@ def test_sweep_under_launcher_records_every_job_and_resumes(launcher, tmp_path):
     assert [r["status"] for r in rows] == STATUSES
     assert [r["avg_acc"] for r in rows] == [json.loads(completed[0])["metrics"]["avg_acc"].__str__(), "",
                                             json.loads(completed[2])["metrics"]["avg_acc"].__str__()]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ray_launcher_joins_an_existing_cluster_by_its_address(tmp_path):
+    """hydra.launcher.ray.init.address: a Ray head that the test starts (`ray start --head`, 2 CPUs)."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    pytest.importorskip("ray")
+    ray_cli = Path(sys.executable).with_name("ray")
+    ray_cli = str(ray_cli) if ray_cli.exists() else shutil.which("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "head").mkdir()  # the cluster's workers run where `ray start` ran, not in the sweep's folder
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--node-ip-address=127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **RAY_LOOPBACK}, cwd=tmp_path / "head")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(1)
+        out = clexp_cli(["-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
+                         "experiment=smoke", "scenario.n_experiences=2", "model.hidden=[16]", "logger=none",
+                         "plots=false", "seed=0,1", "hydra.sweep.dir=sweep"], tmp_path, timeout=400,
+                        env={**RAY_LOOPBACK, "RAY_AUTH_MODE": "token"})  # the head's token (~/.ray/auth_token)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "Connecting to existing Ray cluster" in out.stderr + out.stdout
+        # hydra.sweep.dir=sweep is the launching folder's (clexp makes it absolute for a cluster's workers)
+        assert [json.loads((tmp_path / "sweep" / str(j) / "results.json").read_text())["status"]
+                for j in range(2)] == ["completed", "completed"]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the head's processes on SIGTERM
+        head.wait(timeout=60)

@@ -3,6 +3,7 @@ how to get it (exit 2): a plugin not installed, a Ray address that does not answ
 that cannot be written, SLURM's sbatch not on PATH."""
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,8 @@ def test_a_ray_address_that_does_not_answer(cli, monkeypatch):
     _one_line_error(cli("hydra/launcher=ray", f"hydra.launcher.ray.init.address=127.0.0.1:{port}"),
                     f"hydra.launcher.ray.init.address=127.0.0.1:{port}", "ray start --head")
     monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
-    _one_line_error(cli("hydra/launcher=ray"), "RAY_ADDRESS", "nothing answers")
+    _one_line_error(cli("hydra/launcher=ray", "hydra.launcher.ray.init.address=null"), "RAY_ADDRESS",
+                    "nothing answers")
 
 
 def test_ray_address_auto_without_a_cluster_here(cli, monkeypatch, tmp_path):
@@ -62,7 +64,13 @@ def test_connecting_to_a_ray_cluster_leaves_out_the_object_store_size(monkeypatc
         server.listen()
         address = f"127.0.0.1:{server.getsockname()[1]}"
         argv = launchers.check_launcher(["-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}"])
-    assert argv[-1] == "++hydra.launcher.ray.init.object_store_memory=null"
+        with pytest.raises(launchers.LauncherError, match="num_cpus cannot be given"):
+            launchers.check_launcher(["-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}",
+                                      "+hydra.launcher.ray.init.num_cpus=2"])
+    assert "++hydra.launcher.ray.init.object_store_memory=null" in argv
+    assert argv[-1].startswith(f"hydra.sweep.dir={Path.cwd()}/outputs/multirun/")  # absolute for the cluster's workers
+    # the preset's address=local: an instance of the sweep's own, whatever RAY_ADDRESS says
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     assert launchers.check_launcher(["-m", "hydra/launcher=ray"]) == ["-m", "hydra/launcher=ray"]
 
 
