@@ -6,9 +6,9 @@ A job's own time is its Hydra job (from `on_job_start` to `on_job_end`, in the j
 data, training, evaluation, results, figures, its wandb run), measured when the jobs run one after the
 other under the basic launcher. A launcher's time is its whole `clexp -m` command, start to exit (the
 launching process, starting the workers, the jobs, jobs.csv and the sweep's summary). Every process gets
-OMP_NUM_THREADS=1 (one core per job; Ray sets the same itself). `submitit_local` starts all jobs at once
-(its local executor has no queue), the others 2 at a time. Launchers whose plugin is not installed are
-left out of the table.
+OMP_NUM_THREADS=1 (one core per job; Ray sets the same itself); Ray stays on 127.0.0.1. `submitit_local`
+starts all jobs at once (its local executor has no queue), the others 2 at a time. Launchers whose plugin
+is not installed are left out of the table.
 
     python -m bench.bench_launchers [--jobs 8] [--workers 2] [--launchers parallel submitit_local ray] [ARG=VALUE ...]
 """
@@ -56,7 +56,10 @@ def sweep(name: str, extra: list[str], n_jobs: int, work: Path, args: list[str])
            f"hydra.sweep.dir={folder}", "+hydra.callbacks.bench_timer._target_=bench.bench_launchers.JobTimer",
            "trainer.enable_progress_bar=false", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
-           "WANDB_SILENT": "true", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+           "WANDB_SILENT": "true",
+           # Ray's single-machine mode: its instance on 127.0.0.1, not on the machine's network address
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
