@@ -2,9 +2,9 @@
 
 `name: ${clexp_run_name:...}` in conf/config.yaml resolves to
 `<method>[-lam<λ>|-c<c>]-<dataset>-<scenario>-<incremental>-s<seed>` (for example
-`ewc-lam100-digits-split-class-s0`), or to the experiment's task for the geometry experiments. A job of a
+`ewc-lam30-digits-split-class-s0`), or to the experiment's task for the geometry experiments. A job of a
 sweep also names the other keys its sweep varies or searches (`optimizer.lr=0.1,0.2`, an Optuna search
-space): `ewc-lam100-digits-split-class-s0-lr0.1`, `...-adam` for a config group's option.
+space): `ewc-lam30-digits-split-class-s0-lr0.1`, `...-adam` for a config group's option.
 Registered when `clexp` is imported (OmegaConf resolvers must exist before a config is resolved).
 """
 
