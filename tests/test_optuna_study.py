@@ -50,3 +50,15 @@ def test_a_rerun_continues_the_study_without_rewriting_its_jobs(tmp_path):
         text = out.stdout + out.stderr
         assert "\x1b[" not in text  # no ANSI colour codes
         assert "setup plugin" not in text and "fontManager" not in text  # alembic's, matplotlib's INFO lines
+
+
+@pytest.mark.parametrize("method,low,high", [("ewc", 1, 100), ("online_ewc", 1, 100), ("kfac_ewc", 0.01, 3),
+                                             ("mas", 0.001, 0.3), ("l2", 0.001, 1), ("lwf", 0.03, 3)])
+def test_each_method_gets_its_own_search_range(method, low, high):
+    from hydra import compose, initialize_config_dir
+
+    from clexp import conf_source
+
+    with initialize_config_dir(conf_source.config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=optuna_lam", f"method={method}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params["method.lam"] == f"tag(log, interval({low}, {high}))"
