@@ -214,6 +214,15 @@ def _key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
+def _dropped(override: str) -> bool:
+    """Overrides the whole-stream command leaves out: the seed and strength (set anew), the first-k cut,
+    Hydra's own run keys, and the search (an Optuna preset or sweeper: the strength is chosen now)."""
+    key = _key(override)
+    value = override.split("=", 1)[1] if "=" in override else ""
+    return (key in REPLACED or key.startswith(("hydra.", "hydra/sweeper"))
+            or (key == "experiment" and value.startswith("optuna")))
+
+
 def emit_overrides(rows: list[dict], seeds: str = "0,1,2,3,4") -> list[str]:
     """One `clexp -m ...` command per selected group: the overrides of a selected job as it was run,
     with the selected strength, without `scenario.use_first` (so: the whole stream), over `seeds`."""
@@ -223,7 +232,7 @@ def emit_overrides(rows: list[dict], seeds: str = "0,1,2,3,4") -> list[str]:
 
     commands = []
     for r in rows:
-        kept = [o for o in _job_overrides(r["runs"][0]) if _key(o) not in REPLACED and not _key(o).startswith("hydra.")]
+        kept = [o for o in _job_overrides(r["runs"][0]) if not _dropped(o)]
         if r["strength"] is not None:
             kept.append(f"{r['strength_key']}={_num(float(r['strength']))}")
         kept.append(f"seed={seeds}")

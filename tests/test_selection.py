@@ -116,6 +116,14 @@ def test_emit_overrides_runs_the_selection_on_the_whole_stream(tmp_path, capsys)
     assert "method.lam=10 seed=5,6" in capsys.readouterr().out
 
 
+def test_emit_overrides_leaves_the_search_out(tmp_path):
+    """An Optuna trial's overrides name the preset and the sampled strength: the command fixes the strength."""
+    fake_job(tmp_path / "0", "ewc", 3.5, 0, 0.6, 0.7,
+             extra_overrides=["experiment=optuna_lam", "hydra.sweeper.n_trials=5", "optimizer=adam"])
+    [command] = emit_overrides(select(collect([tmp_path])), seeds="0,1")
+    assert command == ("clexp -m method=ewc scenario.incremental=task optimizer=adam method.lam=3.5 seed=0,1")
+
+
 def test_the_objective_is_validation_unless_test_is_asked():
     results = {"metrics": {"avg_acc": 0.5}, "val_metrics": {"avg_acc": 0.7}}
     assert objective_value({"objective": "val"}, results) == 0.7
