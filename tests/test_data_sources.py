@@ -526,6 +526,7 @@ def test_cli_runs_on_tiny_mnist_files_and_stops_clearly_without_data(tmp_path):
             "logger=none",
             "trainer.enable_progress_bar=false",
             "scenario.n_experiences=2",
+            "train.val_fraction=0",  # 4 training images per class: too few to hold any out
             "hydra.run.dir=run",
         ],
         tmp_path,
