@@ -2,7 +2,8 @@
 with it off (the default), in this process, runs taking turns; the ratio is the median of the rounds'.
 
 Also the share of each run's seconds that its anytime evaluations took (timed inside the run, so
-less sensitive to a busy machine than the ratio of two runs). The stream is the default one (Split Digits, 5 experiences, MLP, SGD, 5 epochs, batch 32: 41 steps
+less sensitive to a busy machine than the ratio of two runs). The stream is the default one (Split Digits,
+5 experiences, MLP, SGD, 5 epochs, batch 32: 41 steps
 per experience), logger off, no figures; N = 10 and 1, `eval.anytime_samples` 256 (the default).
 
     python -m bench.bench_anytime [--tiny] [--rounds N]
