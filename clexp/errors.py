@@ -1,4 +1,5 @@
-"""The errors a user's input can cause. Each prints as one line (`clexp: error: ...`) with exit code 2."""
+"""The errors a user's input can cause. Each prints as one line (`clexp: error: ...`) with exit code 2
+(3 for a non-finite value). No torch here: the command line reports them before heavy imports."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ class ConfigError(ValueError):
     def __init__(self, key: str, value, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be found, downloaded or decoded; the message says where and how to fix it."""
+
+
+class NonFiniteError(RuntimeError):
+    """The training loss or the regularization term is not finite (exit code 3)."""
 
 
 def check(cond: bool, key: str, value, allowed: str) -> None:

@@ -6,6 +6,13 @@ import torch
 import torch.distributed as dist
 
 
+def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+    """Task-IL masking: outputs outside each sample's experience become -inf (training and evaluation)."""
+    if masks is None:
+        return logits
+    return logits.masked_fill(~masks[t], float("-inf"))
+
+
 @torch.no_grad()
 def accuracies(
     module: torch.nn.Module,
@@ -38,7 +45,7 @@ def accuracies(
         counts[0].index_add_(0, tb, hit)
         counts[1].index_add_(0, tb, torch.ones_like(hit))
         if masks is not None:
-            masked = logits.masked_fill(~masks[tb], float("-inf"))
+            masked = mask_logits(logits, masks, tb)
             counts[2].index_add_(0, tb, (masked.argmax(dim=1) == yb).double())
     if world > 1:
         dist.all_reduce(counts)

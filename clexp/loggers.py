@@ -6,7 +6,7 @@ import netrc
 import os
 from pathlib import Path
 
-from clexp.errors import check_choice
+from clexp.argspec import check_args
 
 
 def wandb_has_credentials() -> bool:
@@ -67,10 +67,11 @@ class WandbLogging(Logging):
     `run_id` continues an existing wandb run (a resumed stream)."""
 
     MODES = ("auto", "online", "offline", "disabled")
+    ARGS = {"mode": ("choice", MODES)}
 
     def __init__(self, project: str = "clexp", entity: str | None = None, mode: str = "auto",
                  group: str | None = None, tags: list[str] = ()):
-        check_choice("mode", mode, self.MODES)
+        check_args(WandbLogging.ARGS, mode=mode)
         self.project, self.entity, self.mode, self.group = project, entity, mode, group
         self.tags = [str(t) for t in tags]
 

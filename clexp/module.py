@@ -11,16 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from clexp.evaluation import mask_logits
 from clexp.methods.base import Regularizer
 
 log = logging.getLogger("clexp")
-
-
-def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
-    """Task-IL masking: outputs outside each sample's experience become -inf."""
-    if masks is None:
-        return logits
-    return logits.masked_fill(~masks[t], float("-inf"))
 
 
 def loss_scale(trainer, device: torch.device) -> torch.Tensor | None:

@@ -10,6 +10,7 @@ Registered when `clexp` is imported (OmegaConf resolvers must exist before a con
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -39,6 +40,24 @@ def run_name(method: DictConfig, dataset: str, scenario: str, incremental: str, 
     return "-".join([*parts, str(dataset), str(scenario), str(incremental), f"s{seed}", *swept_parts(_root_)])
 
 
+def sweep_overrides(sweep_dir: str | Path) -> tuple[str, ...]:
+    """The command-line overrides of the sweep in `sweep_dir` (Hydra's `multirun.yaml`; () without it).
+    Read once per file version: every job's name and group resolve from it."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    try:
+        return _read_overrides(str(saved), saved.stat().st_mtime_ns)
+    except OSError:
+        return ()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_overrides(path: str, _mtime_ns: int) -> tuple[str, ...]:
+    try:
+        return tuple(str(o) for o in OmegaConf.load(path).hydra.overrides.task)
+    except Exception:  # noqa: BLE001 - a name or group must never stop a job
+        return ()
+
+
 def _swept_keys() -> list[str]:
     """The keys that this job's sweep varies: Hydra's `hydra.sweeper.params` and the sweep overrides
     (`a=1,2`, `interval(...)`, `choice(...)`, ...) of the sweep's command line (its multirun.yaml)."""
@@ -50,10 +69,8 @@ def _swept_keys() -> list[str]:
         return []
     hc = HydraConfig.get()
     keys = [str(k) for k in (hc.sweeper.get("params") or {})]
-    saved = Path(hc.sweep.dir) / "multirun.yaml"
     try:
-        lines = list(OmegaConf.load(saved).hydra.overrides.task) if saved.exists() else []
-        parsed = OverridesParser.create().parse_overrides(lines)
+        parsed = OverridesParser.create().parse_overrides(list(sweep_overrides(hc.sweep.dir)))
     except Exception:  # noqa: BLE001 - a name must never stop a job
         parsed = []
     keys += [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
@@ -83,13 +100,7 @@ def sweep_group(sweep_dir: str | Path) -> str:
     """An unnamed sweep's wandb group: the date and time of its folder plus a short hash of the sweep's
     overrides (from Hydra's `multirun.yaml` in the sweep folder when it is there)."""
     sweep_dir = Path(sweep_dir)
-    overrides = ""
-    saved = sweep_dir / "multirun.yaml"
-    if saved.exists():
-        try:
-            overrides = " ".join(OmegaConf.load(saved).hydra.overrides.task)
-        except Exception:  # noqa: BLE001 - the group name must never stop a job
-            overrides = ""
+    overrides = " ".join(sweep_overrides(sweep_dir))
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:6]
     return f"{sweep_dir.parent.name}_{sweep_dir.name}-{digest}"
 

@@ -89,9 +89,13 @@ def check_command_line(argv: list[str], config_dir: str) -> None:
             return
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(cfg, parent) if parent else cfg
+        while node is None and parent:  # `method.callbacks.fisher.variant`: name the nearest node that exists
+            parent = parent.rsplit(".", 1)[0] if "." in parent else ""
+            node = OmegaConf.select(cfg, parent) if parent else cfg
         keys = [k for k in node if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
         if parent == "method":
             keys = [k for k in keys if k not in METHOD_OWN]
         owner = f"{parent}={cfg[parent].get('name')}" if parent in ("method",) else (parent or "the config")
-        raise ConfigError(key, given.split("=", 1)[1], f"{owner} has no such key (its keys: {', '.join(keys)})") \
-            from None
+        missing = key[len(parent):].lstrip(".")
+        raise ConfigError(key, given.split("=", 1)[1],
+                          f"{owner} has no {missing!r} (its keys: {', '.join(keys) or 'none'})") from None

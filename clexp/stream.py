@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from clexp.argspec import check_args
 from clexp.data.base import SourceData
-from clexp.errors import ConfigError, check, check_choice, check_int, check_number
+from clexp.errors import ConfigError, check, check_number
 
 INCREMENTAL = ("task", "domain", "class")
 
@@ -282,12 +283,13 @@ class Scenario:
     Subclasses check their own values when constructed (before any data is read).
     """
 
+    ARGS = {"incremental": ("choice", INCREMENTAL), "n_experiences": ("int", {}),
+            "seed": ("int", {"low": 0, "allow_none": True}), "use_first": ("int", {"allow_none": True})}
+
     def __init__(self, incremental: str = "class", n_experiences: int = 5, seed: int | None = None,
                  name: str | None = None, use_first: int | None = None):
-        check_choice("incremental", incremental, INCREMENTAL)
-        check_int("n_experiences", n_experiences)
-        check_int("seed", seed, low=0, allow_none=True)
-        check_int("use_first", use_first, allow_none=True)
+        check_args(Scenario.ARGS, incremental=incremental, n_experiences=n_experiences, seed=seed,
+                   use_first=use_first)
         check(use_first is None or use_first <= n_experiences, "use_first", use_first,
               f"at most scenario.n_experiences ({n_experiences}), or null for the whole stream")
         self.incremental, self.n_experiences, self.seed = incremental, int(n_experiences), seed

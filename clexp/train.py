@@ -64,12 +64,14 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     `NonFiniteError`. The CLI turns these into one line and an exit code; `clexp.run` lets them rise.
     """
     from clexp.presets import apply_preset
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.validation import validate, validate_light
 
     applied = apply_preset(cfg, overrides)
     if applied:
         print(f"preset {cfg.preset.name}: {' '.join(applied)}")
+    validate_light(cfg)  # before torch and Lightning are imported: a bad value shows in well under 2 s
+    from clexp.runner import StreamRunner
+
     parts = validate(cfg)
     state = None
     if cfg.get("resume"):
@@ -97,8 +99,7 @@ def run_job(cfg: DictConfig) -> float | None:
     final average accuracy on validation (`objective: val`) or test (`objective=test`). Bad input:
     one line on stderr and an exit code (a sweep goes on)."""
     from clexp import sweep_resume
-    from clexp.callbacks.finite_guard import NonFiniteError
-    from clexp.data.base import DataError
+    from clexp.errors import DataError, NonFiniteError
     from clexp.results import format_table
 
     run_dir, multirun, group = _context()

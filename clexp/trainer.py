@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from clexp.errors import check_int, check_number
+from clexp.argspec import check_args
+from clexp.errors import check_number
 
 
 class Trainer(pl.Trainer):
+    ARGS = {"checkpoint_every_n_steps": ("int", {"allow_none": True})}
+
     def __init__(self, *, gradient_clip_val: float | None = None, checkpoint_every_n_steps: int | None = None,
                  **kwargs):
         if gradient_clip_val is not None:
             check_number("gradient_clip_val", gradient_clip_val, low=0, low_open=True)
-        check_int("checkpoint_every_n_steps", checkpoint_every_n_steps, allow_none=True)
+        check_args(Trainer.ARGS, checkpoint_every_n_steps=checkpoint_every_n_steps)
         defaults = {"enable_checkpointing": False, "num_sanity_val_steps": 0, "limit_val_batches": 0,
                     "use_distributed_sampler": False}
         super().__init__(**{**defaults, **kwargs})

@@ -1,26 +1,46 @@
 """Checks before any data is loaded or model built: one readable line per error.
 
-Single values are checked by the objects they configure (their constructors, run by
-`clexp.build.components` before any data is read); this module keeps the top-level keys (`seed`,
-`train.*`), the checks that span groups (the scenario against the dataset and the model), and the
-devices the Trainer will ask for.
+Two passes. `validate_light` needs neither torch nor Lightning (a bad value is reported in a fraction
+of a second): the top-level keys (`seed`, `train.*`, `objective`, `eval.*`), method keys nothing reads,
+and every config node's arguments against the `ARGS` rules its class declares (read from source by
+`clexp.argspec`). `validate` then builds the run's components — each object checks its own arguments
+in its constructor, the rules `ARGS` cannot express included — and the checks that span groups (the
+scenario against the dataset and the model) and the devices the Trainer will ask for.
 """
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from clexp.build import Components, components
+from clexp.argspec import check_args, static_rules
+from clexp.build import Components, components, in_user_terms
 from clexp.errors import ConfigError, is_number
 from clexp.errors import check as _check
 from clexp.overrides import check_method_keys
 
-__all__ = ["ConfigError", "validate"]
+__all__ = ["ConfigError", "validate", "validate_light"]
 
 
 def validate(cfg: DictConfig) -> Components:
     """Raise `ConfigError` for the first bad value found; return the run's components (built, hence
     checked: every object checks its own arguments)."""
+    validate_light(cfg)
+    parts = components(cfg)
+
+    # checks that span groups: the scenario against the dataset and the model
+    sc, n_classes = parts.scenario, cfg.dataset.get("n_classes")
+    if n_classes:  # known before loading (null for files whose classes are known once read)
+        try:
+            sc.check_classes(int(n_classes), str(cfg.dataset.get("name", "")))
+        except ConfigError as err:
+            raise ConfigError(f"scenario.{err.key}", err.value, err.allowed) from None
+    sc.check_heads(bool(cfg.model.get("multihead")))
+    _validate_devices(cfg.trainer)
+    return parts
+
+
+def validate_light(cfg: DictConfig) -> None:
+    """The checks that need no torch (see the module's docstring); raise `ConfigError`."""
     _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
 
     train = cfg.train  # top-level keys, read by the runner itself
@@ -39,18 +59,40 @@ def validate(cfg: DictConfig) -> Components:
     _validate_evaluation(cfg)  # train.val_fraction, objective, eval.*
 
     check_method_keys(cfg.method)  # `+method.lam=10` with SI: a key nothing reads
-    parts = components(cfg)
+    lr = cfg.optimizer.get("lr") if isinstance(cfg.get("optimizer"), DictConfig) else None
+    if lr is not None:
+        _check(is_number(lr) and lr > 0, "optimizer.lr", lr, "a number > 0")
+    for path, node in _target_nodes(cfg):
+        _check_node(node, path)
 
-    # checks that span groups: the scenario against the dataset and the model
-    sc, n_classes = parts.scenario, cfg.dataset.get("n_classes")
-    if n_classes:  # known before loading (null for files whose classes are known once read)
-        try:
-            sc.check_classes(int(n_classes), str(cfg.dataset.get("name", "")))
-        except ConfigError as err:
-            raise ConfigError(f"scenario.{err.key}", err.value, err.allowed) from None
-    sc.check_heads(bool(cfg.model.get("multihead")))
-    _validate_devices(cfg.trainer)
-    return parts
+
+def _target_nodes(node: DictConfig, path: str = ""):
+    """(path, node) of every config node with a `_target_`, depth first."""
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            sub = f"{path}.{key}" if path else str(key)
+            if "_target_" in child:
+                yield sub, child
+            yield from _target_nodes(child, sub)
+
+
+def _check_node(node: DictConfig, path: str) -> None:
+    """The node's values against its class's static `ARGS` rules (clexp.argspec)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    rules = static_rules(str(node.get("_target_")))
+    if not rules:
+        return
+    try:
+        values = OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:
+        return  # an interpolation that only resolves later: the constructor checks it
+    try:
+        check_args(rules, **{k: v for k, v in values.items() if k in rules})
+    except ConfigError as err:
+        raise in_user_terms(err, node, path) from None
 
 
 def _validate_devices(t: DictConfig) -> None:

@@ -6,9 +6,7 @@ import math
 
 import pytorch_lightning as pl
 
-
-class NonFiniteError(RuntimeError):
-    """The training loss or the regularization term is not finite."""
+from clexp.errors import NonFiniteError  # noqa: F401 - re-exported: clexp.callbacks.finite_guard.NonFiniteError
 
 
 def check_finite(pl_module, step: int) -> None:

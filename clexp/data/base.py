@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-class DataError(RuntimeError):
-    """A dataset that cannot be found, downloaded or decoded; the message says where and how to fix it."""
+from clexp.errors import DataError  # noqa: F401 - re-exported: clexp.data.base.DataError
 
 
 @dataclass

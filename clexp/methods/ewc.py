@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from clexp.argspec import check_args, rules_of
 from clexp.curvature.fisher import FISHER_VARIANTS
-from clexp.errors import check_choice, check_int, check_number
 from clexp.methods.base import ImportanceCallback, experience_shard
 from clexp.methods.quadratic import QuadraticPenalty
 
@@ -18,9 +18,10 @@ from clexp.methods.quadratic import QuadraticPenalty
 class EWCPenalty(QuadraticPenalty):
     """(λ/2)·Σ F (θ − θ*)²; `mode` separate (EWC) or online (online EWC, decay `gamma`)."""
 
+    ARGS = {"lam": ("number", {"low": 0}), "gamma": ("number", {"low": 0, "high": 1, "low_open": True})}
+
     def __init__(self, lam: float, mode: str = "separate", gamma: float = 1.0):
-        check_number("lam", lam, low=0)
-        check_number("gamma", gamma, low=0, high=1, low_open=True)
+        check_args(EWCPenalty.ARGS, lam=lam, gamma=gamma)
         super().__init__(lam, factor=0.5, mode=mode, gamma=gamma)
 
 
@@ -33,14 +34,14 @@ class FisherImportance(ImportanceCallback):
     """
 
     VARIANTS = FISHER_VARIANTS
+    ARGS = {"variant": ("choice", FISHER_VARIANTS), "samples": ("int", {}),
+            "max_samples": ("int", {"allow_none": True}), "chunk_size": ("int", {}),
+            "batch_size": ("int", {"allow_none": True})}
 
     def __init__(self, variant: str = "exact", samples: int = 1, max_samples: int | None = None,
                  chunk_size: int = 256, seed: int = 0, plot: bool = True, batch_size: int | None = None):
-        check_choice("variant", variant, self.VARIANTS)
-        check_int("samples", samples)
-        check_int("max_samples", max_samples, allow_none=True)
-        check_int("chunk_size", chunk_size)
-        check_int("batch_size", batch_size, allow_none=True)
+        check_args(rules_of(type(self)), variant=variant, samples=samples, max_samples=max_samples,
+                   chunk_size=chunk_size, batch_size=batch_size)
         super().__init__(plot)
         if variant == "batch" and batch_size is None:
             raise ValueError("FisherImportance(variant='batch') needs batch_size, the training batch size "

@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clexp.argspec import check_args
 from clexp.curvature.kronecker import hooked_layers, weight_matrix
-from clexp.errors import check_choice, check_number
 from clexp.methods.base import Regularizer, experience_shard
 from clexp.methods.ewc import FisherImportance
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
@@ -33,10 +33,11 @@ from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 class KroneckerPenalty(Regularizer):
     analytic_gradient = True
 
+    ARGS = {"strength": ("number", {"low": 0}), "mode": ("choice", ("separate", "online")),
+            "gamma": ("number", {"low": 0, "high": 1, "low_open": True})}
+
     def __init__(self, strength: float, mode: str = "separate", gamma: float = 1.0):
-        check_number("strength", strength, low=0)
-        check_choice("mode", mode, ("separate", "online"))
-        check_number("gamma", gamma, low=0, high=1, low_open=True)
+        check_args(KroneckerPenalty.ARGS, strength=strength, mode=mode, gamma=gamma)
         super().__init__()
         self.strength, self.mode, self.gamma = float(strength), mode, float(gamma)
         self.diag = QuadraticPenalty(strength, factor=0.5, mode=mode, gamma=gamma)
@@ -149,6 +150,7 @@ class KFACImportance(FisherImportance):
     `FisherImportance` (variant: exact or sampled)."""
 
     VARIANTS = ("exact", "sampled")
+    ARGS = {"variant": ("choice", VARIANTS)}  # over FisherImportance's rules
 
     def on_train_end(self, trainer, pl_module):
         from clexp.curvature import diag_fisher, kfac_diagonal, kfac_factors

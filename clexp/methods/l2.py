@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from clexp.errors import check_number
+from clexp.argspec import check_args
 from clexp.methods.base import ImportanceCallback
 from clexp.methods.quadratic import QuadraticPenalty
 
@@ -24,8 +24,10 @@ from clexp.methods.quadratic import QuadraticPenalty
 class L2Penalty(QuadraticPenalty):
     """(λ/2)·Σ Ω (θ − θ*)² with Ω ∈ {0, 1} (replaced at every consolidation), anchor the latest parameters."""
 
+    ARGS = {"lam": ("number", {"low": 0})}
+
     def __init__(self, lam: float):
-        check_number("lam", lam, low=0)
+        check_args(L2Penalty.ARGS, lam=lam)
         super().__init__(lam, factor=0.5, mode="online", gamma=0.0)
 
 

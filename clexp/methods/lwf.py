@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.errors import check_number
+from clexp.argspec import check_args
 from clexp.methods.base import Regularizer
 
 
@@ -45,9 +45,10 @@ class Distillation(Regularizer):
     statistics) runs once per step.
     """
 
+    ARGS = {"strength": ("number", {"low": 0}), "temperature": ("number", {"low": 0, "low_open": True})}
+
     def __init__(self, strength: float = 1.0, temperature: float = 2.0):
-        check_number("strength", strength, low=0)
-        check_number("temperature", temperature, low=0, low_open=True)
+        check_args(Distillation.ARGS, strength=strength, temperature=temperature)
         super().__init__()
         self.strength, self.temperature = float(strength), float(temperature)
         self.teacher: nn.Module | None = None

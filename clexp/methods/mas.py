@@ -3,7 +3,7 @@ inputs of the per-sample |∂‖f(x)‖²₂/∂θ| (no labels), accumulated ove
 
 from __future__ import annotations
 
-from clexp.errors import check_int, check_number
+from clexp.argspec import check_args
 from clexp.methods.base import ImportanceCallback, experience_shard
 from clexp.methods.quadratic import QuadraticPenalty
 
@@ -11,17 +11,20 @@ from clexp.methods.quadratic import QuadraticPenalty
 class MASPenalty(QuadraticPenalty):
     """λ·Σ Ω (θ − θ*)², Ω ← Ω + Ω_t, anchor the latest parameters."""
 
+    ARGS = {"lam": ("number", {"low": 0})}
+
     def __init__(self, lam: float):
-        check_number("lam", lam, low=0)
+        check_args(MASPenalty.ARGS, lam=lam)
         super().__init__(lam, factor=1.0, mode="online", gamma=1.0)
 
 
 class MASImportance(ImportanceCallback):
     """Mean per-sample |∂‖f(x)‖²/∂θ| over the experience's inputs."""
 
+    ARGS = {"max_samples": ("int", {"allow_none": True}), "chunk_size": ("int", {})}
+
     def __init__(self, max_samples: int | None = None, chunk_size: int = 256, seed: int = 0, plot: bool = True):
-        check_int("max_samples", max_samples, allow_none=True)
-        check_int("chunk_size", chunk_size)
+        check_args(MASImportance.ARGS, max_samples=max_samples, chunk_size=chunk_size)
         super().__init__(plot)
         self.max_samples, self.chunk_size, self.seed = max_samples, chunk_size, seed
 

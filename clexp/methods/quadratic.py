@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.errors import check_choice, check_number
+from clexp.argspec import check_args
 from clexp.methods.base import Regularizer
 
 MODES = ("separate", "online")
@@ -61,12 +61,12 @@ class QuadraticPenalty(Regularizer):
 
     analytic_gradient = True
 
+    ARGS = {"strength": ("number", {"low": 0}), "mode": ("choice", MODES), "gamma": ("number", {"low": 0, "high": 1})}
+
     def __init__(self, strength: float, factor: float = 1.0, mode: str = "separate", gamma: float = 1.0,
                  clamp_min: float | None = None):
         super().__init__()
-        check_number("strength", strength, low=0)
-        check_choice("mode", mode, MODES)
-        check_number("gamma", gamma, low=0, high=1)
+        check_args(QuadraticPenalty.ARGS, strength=strength, mode=mode, gamma=gamma)
         self.strength, self.factor, self.mode, self.gamma = float(strength), float(factor), mode, float(gamma)
         self.clamp_min = clamp_min
         self.names: list[str] = []

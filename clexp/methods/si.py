@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.errors import check_number
+from clexp.argspec import check_args
 from clexp.methods.base import ImportanceCallback
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
@@ -27,8 +27,10 @@ class PathIntegralPenalty(QuadraticPenalty):
     `grad__*` (the task loss's gradient of the current step).
     """
 
+    ARGS = {"strength": ("number", {"low": 0})}
+
     def __init__(self, strength: float, clamp: bool = False):
-        check_number("strength", strength, low=0)
+        check_args(PathIntegralPenalty.ARGS, strength=strength)
         super().__init__(strength, factor=1.0, mode="online", gamma=1.0, clamp_min=0.0 if clamp else None)
 
     def bind(self, model: nn.Module) -> None:
@@ -64,8 +66,10 @@ def importance(omega, start, params, xi: float) -> list[torch.Tensor]:
 class PathIntegral(ImportanceCallback):
     """ω after every optimizer step, consolidated at the boundary with ξ (sums in the penalty's buffers)."""
 
+    ARGS = {"xi": ("number", {"low": 0, "low_open": True})}
+
     def __init__(self, xi: float = 0.1, plot: bool = True):
-        check_number("xi", xi, low=0, low_open=True)
+        check_args(PathIntegral.ARGS, xi=xi)
         super().__init__(plot)
         self.xi = xi
 

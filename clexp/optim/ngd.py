@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from clexp.errors import check_choice, check_number
+from clexp.argspec import check_args
 
 
 class NGD(torch.optim.Optimizer):
@@ -28,12 +28,12 @@ class NGD(torch.optim.Optimizer):
 
     needs_fisher = True
 
+    ARGS = {"fisher": ("choice", ("diag", "kfac")), "lr": ("number", {"low": 0, "low_open": True}),
+            "damping": ("number", {"low": 0}), "beta": ("number", {"low": 0, "high": 1, "high_open": True})}
+
     def __init__(self, params: Iterable, lr: float = 0.01, damping: float = 1e-3, beta: float = 0.95,
                  fisher: str = "diag"):
-        check_choice("fisher", fisher, ("diag", "kfac"))
-        check_number("lr", lr, low=0, low_open=True)
-        check_number("damping", damping, low=0)
-        check_number("beta", beta, low=0, high=1, high_open=True)
+        check_args(NGD.ARGS, fisher=fisher, lr=lr, damping=damping, beta=beta)
         self.curvature = fisher
         self.blocks: list[dict] = []  # KFAC: {"weight", "bias", "A", "G", "A_inv", "G_inv"}
         super().__init__(params, {"lr": lr, "damping": damping, "beta": beta})

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from clexp.errors import check_int
+from clexp.argspec import check_args
 
 
 class NaturalGradientFisher(pl.Callback):
+    ARGS = {"update_every": ("int", {}), "samples": ("int", {})}
+
     def __init__(self, update_every: int = 1, samples: int = 1, seed: int = 0):
-        check_int("update_every", update_every)
-        check_int("samples", samples)
+        check_args(NaturalGradientFisher.ARGS, update_every=update_every, samples=samples)
         self.update_every, self.samples, self.seed = update_every, samples, seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):

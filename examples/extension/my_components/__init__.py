@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
+from clexp.argspec import check_args
 from clexp.data.base import SourceData
-from clexp.errors import check_number
 from clexp.methods.base import ImportanceCallback
 from clexp.methods.quadratic import QuadraticPenalty
 from clexp.models.heads import ContinualClassifier
@@ -46,8 +46,10 @@ def tiny_mlp(input_shape, n_outputs: int, n_experiences: int = 1, multihead: boo
 class DriftPenalty(QuadraticPenalty):
     """(λ/2)·Σ Ω (θ − θ*)², Ω accumulated over experiences."""
 
+    ARGS = {"lam": ("number", {"low": 0})}  # a bad value: one line naming method.lam, exit 2, before torch loads
+
     def __init__(self, lam: float):
-        check_number("lam", lam, low=0)  # a bad value: one line naming method.lam, exit 2
+        check_args(DriftPenalty.ARGS, lam=lam)
         super().__init__(lam, factor=0.5, mode="online", gamma=1.0)
 
 
