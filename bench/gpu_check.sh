@@ -149,7 +149,7 @@ ddp_check() {
 }
 export -f ddp_check
 export DEVICE OUT PY
-step ddp 90 bash -c ddp_check
+step ddp 150 bash -c ddp_check
 
 # stream checkpoints (*.pt) and caches are not results: the folder stays small enough to commit
 find "$OUT" -name '*.pt' -delete 2> /dev/null

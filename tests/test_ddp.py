@@ -1,5 +1,5 @@
 """Lightning DDP on CPU (gloo, 2 processes): importances equal the single-process ones, a whole run
-gives a sane matrix, and a DDP sweep writes each job once, into its own folder."""
+gives a sane matrix, and a DDP sweep writes each job once, into its own folder (one sweep does all)."""
 
 import json
 
@@ -20,37 +20,34 @@ def importances(run_dir):
     return {k: v for k, v in module.items() if "importance__" in k or "omega__" in k}
 
 
+METHODS = ("ewc", "si", "mas")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ewc", "si", "mas"])
-def test_importances_under_ddp_match_one_process(tmp_path, method):
-    single = clexp_cli([*BASE, f"method={method}", "train.batch_size=32", "hydra.run.dir=single"], tmp_path)
+def test_ddp_sweep_jobs_match_one_process_and_own_their_folders(tmp_path):
+    """One sweep over the methods in one process per job, the same sweep under DDP (2 processes per job):
+    every job's importances equal, the matrices close, each DDP job once in its own folder."""
+    methods = f"method={','.join(METHODS)}"
+    single = clexp_cli(["-m", *BASE, methods, "train.batch_size=32", "hydra.sweep.dir=single"], tmp_path)
     assert single.returncode == 0, single.stderr
-    two = clexp_cli([*BASE, f"method={method}", "train.batch_size=16", "trainer=ddp", "trainer.devices=2",
-                     "trainer.accelerator=cpu", "hydra.run.dir=ddp"], tmp_path)
+    two = clexp_cli(["-m", *BASE, methods, "train.batch_size=16", "trainer=ddp", "trainer.devices=2",
+                     "trainer.accelerator=cpu", "hydra.sweep.dir=ddp"], tmp_path)
     assert two.returncode == 0, two.stderr
-    a, b = importances(tmp_path / "single"), importances(tmp_path / "ddp")
-    assert a.keys() == b.keys() and a
-    for k in a:
-        rel = (a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-12)
-        assert rel < 1e-5, (k, float(rel))
-    ra = json.loads((tmp_path / "single" / "results.json").read_text())
-    rb = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    # evaluation covers each test sample once: the same matrix up to float rounding of the weights
-    assert torch.allclose(torch.tensor(ra["acc_matrix"]), torch.tensor(rb["acc_matrix"]), atol=0.02)
-
-
-@pytest.mark.slow
-def test_ddp_sweep_runs_each_job_once_in_its_own_folder(tmp_path):
-    out = clexp_cli(["-m", *BASE, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-                     "method=naive,si", "hydra.sweep.dir=sweep"], tmp_path)
-    assert out.returncode == 0, out.stderr
-    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == ["0", "1"]  # the children started no sweep of their own
-    for job, method in (("0", "naive"), ("1", "si")):
-        results = json.loads((tmp_path / "sweep" / job / "results.json").read_text())
-        assert results["config"]["method"]["name"] == method
-        assert results["config"]["trainer"]["devices"] == 2
-        R = results["acc_matrix"]
-        assert len(R) == 2 and all(0 <= a <= 1 for r in R for a in r) and R[1][1] > 0.5  # chance: 0.2
-        assert (tmp_path / "sweep" / job / "train_ddp_process_1.log").exists()
+    jobs = sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.is_dir())
+    assert jobs == ["0", "1", "2"]  # the children started no sweep of their own
     assert not list(tmp_path.glob("outputs/multirun/*"))  # no stray sweep folder from a child
+    for job, method in enumerate(METHODS):
+        one_dir, ddp_dir = tmp_path / "single" / str(job), tmp_path / "ddp" / str(job)
+        a, b = importances(one_dir), importances(ddp_dir)
+        assert a.keys() == b.keys() and a, method
+        for k in a:
+            rel = (a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-12)
+            assert rel < 1e-5, (method, k, float(rel))
+        ra = json.loads((one_dir / "results.json").read_text())
+        rb = json.loads((ddp_dir / "results.json").read_text())
+        assert rb["config"]["method"]["name"] == method and rb["config"]["trainer"]["devices"] == 2
+        # evaluation covers each test sample once: the same matrix up to float rounding of the weights
+        assert torch.allclose(torch.tensor(ra["acc_matrix"]), torch.tensor(rb["acc_matrix"]), atol=0.02)
+        R = rb["acc_matrix"]
+        assert len(R) == 2 and all(0 <= x <= 1 for r in R for x in r) and R[1][1] > 0.35  # chance: 0.2 (10 steps)
+        assert (ddp_dir / "train_ddp_process_1.log").exists()

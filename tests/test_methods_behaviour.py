@@ -11,7 +11,7 @@ from tests.conftest import run_stream
 
 QUIET = ["plots=false", "logger=none", "trainer.enable_progress_bar=false"]
 SCENARIOS = ("task", "domain")
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)  # 3 seeds give the same verdicts with the same margins (checked); 2 keep the suite short
 
 
 def mean_metrics(folder, method, setup) -> dict:
