@@ -38,6 +38,9 @@ def validate(cfg: DictConfig) -> Components:
 
     _validate_evaluation(cfg)  # train.val_fraction, objective, eval.*
 
+    from clexp.augment import parse as parse_augment
+
+    parse_augment(cfg.dataset.get("augment"))  # names and values; what depends on the data: once it is read
     check_method_keys(cfg.method)  # `+method.lam=10` with SI: a key nothing reads
     parts = components(cfg)
 
