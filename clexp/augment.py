@@ -167,6 +167,15 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+def _on(cache: dict, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`t` as a (1, C, 1, 1) tensor on `like`'s device and dtype, copied there once."""
+    key = (like.device, like.dtype)
+    if key not in cache:
+        cache.clear()
+        cache[key] = t.to(like.device, like.dtype).view(1, -1, 1, 1)
+    return cache[key]
+
+
 def channel_range(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Each channel's smallest and largest value over N×C×H×W tensors (float32, on the CPU)."""
     lows = [x.amin(dim=(0, 2, 3)) for x in tensors if x is not None and len(x)]
@@ -181,7 +190,7 @@ class _PadCrop(torch.nn.Module):
         import kornia.augmentation as K
 
         super().__init__()
-        self.padding, self.mode, self.fill = padding, mode, fill
+        self.padding, self.mode, self.fill, self._cache = padding, mode, fill, {}
         self.crop = K.RandomCrop(size, cropping_mode="slice")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,8 +198,7 @@ class _PadCrop(torch.nn.Module):
         if p:
             if self.mode == "constant":
                 n, c, h, w = x.shape
-                canvas = self.fill.to(x.device, x.dtype).view(1, c, 1, 1).expand(n, c, h + 2 * p, w + 2 * p)
-                canvas = canvas.contiguous()
+                canvas = _on(self._cache, self.fill, x).expand(n, c, h + 2 * p, w + 2 * p).contiguous()
                 canvas[:, :, p : p + h, p : p + w] = x
                 x = canvas
             else:
@@ -204,10 +212,10 @@ class _InRange(torch.nn.Module):
     def __init__(self, op: torch.nn.Module, low: torch.Tensor, high: torch.Tensor):
         super().__init__()
         self.op, self.low, self.span = op, low, (high - low).clamp_min(1e-12)
+        self._low, self._span = {}, {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        low, span = self.low.to(x.device, x.dtype).view(1, c, 1, 1), self.span.to(x.device, x.dtype).view(1, c, 1, 1)
+        low, span = _on(self._low, self.low, x), _on(self._span, self.span, x)
         return self.op((x - low) / span) * span + low
 
 
