@@ -192,3 +192,15 @@ def test_killed_run_with_augmentation_resumes_to_identical_weights(tmp_path, mon
     assert wa.keys() == wb.keys()
     for k in wa:  # weights and SI's sums, bit for bit
         assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_the_gpu_the_draws_are_the_cpus_and_the_gpu_generator_is_untouched():
+    """kornia's parameters are drawn on the CPU whatever the input's device: a crop and a flip give the
+    same pixels on both, and the GPU's generator (dropout on the device) is left alone."""
+    x = torch.randn(64, 3, 32, 32)
+    aug = augment([{"name": "random_crop", "padding": 4}, "hflip"], shape=(3, 32, 32))
+    cuda_state = torch.cuda.get_rng_state()
+    on_gpu = aug(x.cuda(), step=7)
+    assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), aug(x, step=7))
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_state)
