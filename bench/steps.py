@@ -47,14 +47,14 @@ class Case:
     then trains the second experience (its regularization active) for a few steps, each block from
     the same state (weights and penalty buffers as they were after the first experience)."""
 
-    def __init__(self, overrides: list[str], device: str, first_epochs: int = 1):
+    def __init__(self, overrides: list[str], device: str, first_epochs: int = 1, base: tuple = MLP_OVERRIDES):
         from hydra import compose, initialize_config_dir
 
         from clexp.runner import StreamRunner
         from clexp.train import CONF_DIR
 
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=[*MLP_OVERRIDES, f"trainer.accelerator={device}",
+            cfg = compose("config", overrides=[*base, f"trainer.accelerator={device}",
                                                f"train.epochs={first_epochs}", *overrides])
         self.tmp = tempfile.TemporaryDirectory()
         self.clock = StepClock()
@@ -75,10 +75,11 @@ class Case:
 
 
 def interleaved_ratios(cases: dict[str, list[str]], reference: str, device: str, steps: int,
-                       rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+                       rounds: int, base: tuple = MLP_OVERRIDES) -> tuple[dict[str, float], dict[str, float]]:
     """({case: median over rounds of its step time / the reference's in the same round},
-    {case: median step seconds}), the cases' blocks interleaved round by round."""
-    built = {name: Case(overrides, device) for name, overrides in cases.items()}
+    {case: median step seconds}), the cases' blocks interleaved round by round; `base`: the overrides
+    every case starts from (default: the MLP on MNIST-like data)."""
+    built = {name: Case(overrides, device, base=base) for name, overrides in cases.items()}
     try:
         for case in built.values():  # warm-up block: allocator, lazy imports, first Trainer
             case.block(max(4, steps // 4))

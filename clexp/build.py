@@ -139,10 +139,30 @@ def components(cfg: DictConfig) -> Components:
     )
 
 
+# keys of a dataset node that the runner reads itself, not arguments of the source's `_target_`
+DATASET_OWN = ("augment",)
+
+
+def source_node(dataset: DictConfig) -> DictConfig:
+    """The dataset node without the keys the runner reads itself (`augment`: clexp/augment.py); its
+    interpolations (`${paths.data_dir}`) still resolve."""
+    if not any(k in dataset for k in DATASET_OWN):
+        return dataset
+    import copy
+
+    from omegaconf import open_dict
+
+    node = copy.copy(dataset)  # a shallow copy: same parent, its own keys
+    with open_dict(node):
+        for k in DATASET_OWN:
+            node.pop(k, None)
+    return node
+
+
 def load_stream(cfg: DictConfig, scenario=None):
     """The dataset source of `cfg.dataset`, turned into a stream by the scenario."""
     scenario = scenario if scenario is not None else build(cfg.scenario, "scenario")
-    data = build(cfg.dataset, "dataset")
+    data = build(source_node(cfg.dataset), "dataset")
     return scenario(data, bool(cfg.model.get("multihead")), int(cfg.seed))
 
 

@@ -79,6 +79,7 @@ class ContinualModule(pl.LightningModule):
         regularizer: Regularizer | None = None,
         task_masks: torch.Tensor | None = None,
         gradient_clip_val: float | None = None,
+        augment: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -88,6 +89,10 @@ class ContinualModule(pl.LightningModule):
             regularizer.bind(model)
         self.optimizer_factory = optimizer
         self.gradient_clip_val = gradient_clip_val
+        # `dataset.augment` (clexp/augment.py): applied to the training batch here and nowhere else; a plain
+        # attribute (not a submodule: not in the state_dict, never moved to the device)
+        self.augment = augment
+        self._augment_steps = 0  # the step count without a trainer (a bare training_step call)
         self.register_buffer("experience", torch.zeros((), dtype=torch.long))
         self.register_buffer("task_masks", task_masks)
         self._features = None
@@ -111,6 +116,8 @@ class ContinualModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y, t = batch
+        if self.augment is not None:  # training batches only: evaluation and importance estimation never get here
+            x = self.augment(x, self._stream_step(), self.global_rank)
         optimizer = self.optimizers()
         recorder = self._features
         if recorder is not None:
@@ -185,6 +192,15 @@ class ContinualModule(pl.LightningModule):
     def _freeze_norms(self) -> None:
         for m in self._frozen_norms:
             m.training = False  # a normalisation layer has no children: no recursive eval()
+
+    def _stream_step(self) -> int:
+        """Optimizer steps of the whole stream before this one (continuous across experiences, and as
+        a resumed run restores it): what the augmentations' random parameters are drawn from."""
+        trainer = self._trainer
+        if trainer is None:
+            self._augment_steps += 1
+            return self._augment_steps - 1
+        return trainer.fit_loop.epoch_loop._batches_that_stepped
 
     def _log_now(self) -> bool:
         """Log (and refresh the bar's numbers) every `log_every_n_steps` steps only: `self.log` costs

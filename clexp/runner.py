@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from clexp import checkpoint
+from clexp.augment import build_augment
 from clexp.build import Components, build_model, components, load_stream
 from clexp.callbacks import AccuracyMatrix
 from clexp.callbacks.anytime import AnytimeEvaluation
@@ -41,9 +42,10 @@ class StreamRunner:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         self.stream = carve_validation(load_stream(cfg, parts.scenario), cfg.train.get("val_fraction") or 0,
                                        int(cfg.seed))
+        self.augment = build_augment(cfg, self.stream)  # dataset.augment, checked against the data
         self.model = build_model(cfg, self.stream)
         self.module = ContinualModule(self.model, parts.optimizer, parts.regularizer, self.stream.task_masks,
-                                      gradient_clip_val=cfg.trainer.get("gradient_clip_val"))
+                                      gradient_clip_val=cfg.trainer.get("gradient_clip_val"), augment=self.augment)
         self.module.n_experiences = len(self.stream)
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
         every = (cfg.get("eval") or {}).get("every_n_steps")  # anytime evaluation: off (absent) unless set
