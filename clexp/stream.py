@@ -22,14 +22,16 @@ import torch
 
 from clexp.argspec import check_args
 from clexp.data.base import SourceData
-from clexp.errors import ConfigError, check, check_number
+from clexp.data.images import is_lazy
+from clexp.errors import ConfigError, check, check_choice, check_int, check_number
 
 INCREMENTAL = ("task", "domain", "class")
 
 
 @dataclass
 class Experience:
-    """One experience of a stream: its data (targets already in output space) and what identifies it."""
+    """One experience of a stream: its data (targets already in output space) and what identifies it.
+    Inputs are tensors, or `ImageFiles` (read from files batch by batch, clexp/data/images.py)."""
 
     index: int
     classes: list[int]  # the original dataset classes it contains
@@ -65,6 +67,9 @@ class Stream:
     n_outputs: int  # outputs of the (single) head, or of each head when multihead
     input_shape: tuple[int, ...]
     multihead: bool = False
+    # every experience's test set is the same data (CORe50 NI / NIC: the complete test set): the
+    # accuracy matrix evaluates it once per row (the model's outputs do not depend on the task id)
+    shared_test: bool = False
 
     def __len__(self) -> int:
         return len(self.experiences)
@@ -200,6 +205,9 @@ def build_split(
 
 def _transformed_stream(data, n_experiences, incremental, multihead, transforms, name) -> Stream:
     """Every experience holds all classes, seen through its own input transform."""
+    if is_lazy(data.x_train):
+        raise ConfigError("scenario", name, f"split or protocol: scenario={name} transforms every input in memory "
+                          f"and {data.name} is streamed from its files (dataset.in_memory=true decodes it into memory)")
     C = data.n_classes
     exps = []
     for t, fn in enumerate(transforms):
@@ -365,3 +373,51 @@ class Rotated(Scenario):
 
     def build(self, data, multihead, seed):
         return build_rotated(data, self.n_experiences, self.incremental, multihead, self.angles, self.max_angle)
+
+
+class Protocol(Scenario):
+    """The experiences the dataset itself defines (`SourceData.protocol`: CORe50's NI, NC, NIC batches).
+
+    Targets are the dataset's classes and the head covers all of them. When the experiences' classes
+    are disjoint (NC) each experience is tested on the test images of its classes, as with `split`
+    (class- or task-IL); when they share classes (NI: every object in every session, domain-IL; NIC
+    or the 10 categories: class-IL) every experience is tested on the complete test set, evaluated
+    once per row of the accuracy matrix (`Stream.shared_test`)."""
+
+    def __init__(self, incremental: str = "class", name: str = "protocol", use_first: int | None = None):
+        check_choice("incremental", incremental, INCREMENTAL)
+        check_int("use_first", use_first, allow_none=True)
+        self.incremental, self.seed, self.n_experiences = incremental, None, None
+        self.use_first = None if use_first is None else int(use_first)
+        self.name = name
+
+    def check_heads(self, multihead: bool) -> None:
+        if multihead:
+            raise ConfigError("model.multihead", True, "false with scenario=protocol: its experiences differ in "
+                              "size (task-IL masks a shared head instead)")
+
+    def build(self, data: SourceData, multihead: bool, seed: int) -> Stream:
+        if data.protocol is None:
+            raise ConfigError("scenario", self.name, f"a scenario other than protocol for dataset {data.name}: it "
+                              "defines no experiences of its own (dataset=core50 does); e.g. scenario=split")
+        groups = data.protocol.train
+        if self.use_first is not None and self.use_first > len(groups):
+            raise ConfigError("scenario.use_first", self.use_first,
+                              f"at most the {len(groups)} experiences of {data.protocol.name}, or null")
+        classes = [sorted(torch.unique(data.y_train[g]).tolist()) for g in groups]
+        disjoint = sum(len(c) for c in classes) == len(set().union(*map(set, classes)))
+        allowed = ("class", "task") if disjoint else ("domain", "class")
+        if self.incremental not in allowed:
+            raise ConfigError("scenario.incremental", self.incremental,
+                              f"{' or '.join(allowed)} for {data.protocol.name} (its experiences "
+                              f"{'hold disjoint classes' if disjoint else 'share classes'})")
+        exps = []
+        for t, (g, cls) in enumerate(zip(groups, classes)):
+            if disjoint:
+                xte, yte = _select(data.x_test, data.y_test, cls)
+            else:
+                xte, yte = data.x_test, data.y_test
+            exps.append(Experience(t, cls, data.x_train[g], data.y_train[g], xte, yte, list(cls)))
+        stream = Stream(f"{data.protocol.name}_{data.name}", self.incremental, exps, data.n_classes,
+                        data.input_shape, False, shared_test=not disjoint)
+        return stream
