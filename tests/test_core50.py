@@ -19,7 +19,7 @@ from clexp.data.base import DataError
 from clexp.data.core50 import TEST_SESSIONS, TRAIN_SESSIONS, load_core50
 from clexp.data.images import is_lazy
 from clexp.errors import ConfigError
-from clexp.stream import Protocol
+from clexp.protocol import Protocol
 from tests.conftest import run_stream
 
 FOLDER = "core50_32x32"
