@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from clexp.argspec import check_args
 from clexp.data.base import SourceData
-from clexp.errors import ConfigError, check_choice, check_int
+from clexp.errors import ConfigError
 from clexp.stream import INCREMENTAL, Experience, Scenario, Stream, _select
 
 
@@ -19,9 +20,10 @@ class Protocol(Scenario):
     or the 10 categories: class-IL) every experience is tested on the complete test set, evaluated
     once per row of the accuracy matrix (`Stream.shared_test`)."""
 
+    ARGS = {"incremental": ("choice", INCREMENTAL), "use_first": ("int", {"allow_none": True})}
+
     def __init__(self, incremental: str = "class", name: str = "protocol", use_first: int | None = None):
-        check_choice("incremental", incremental, INCREMENTAL)
-        check_int("use_first", use_first, allow_none=True)
+        check_args(Protocol.ARGS, incremental=incremental, use_first=use_first)
         self.incremental, self.seed, self.n_experiences = incremental, None, None
         self.use_first = None if use_first is None else int(use_first)
         self.name = name

@@ -23,7 +23,7 @@ import torch
 from clexp.argspec import check_args
 from clexp.data.base import SourceData
 from clexp.data.images import is_lazy
-from clexp.errors import ConfigError, check, check_choice, check_int, check_number
+from clexp.errors import ConfigError, check, check_number
 
 INCREMENTAL = ("task", "domain", "class")
 
