@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from clexp.data.images import input_batches
+
 
 def mask_logits(logits: torch.Tensor, masks: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
     """Task-IL masking: outputs outside each sample's experience become -inf (training and evaluation)."""
@@ -28,7 +30,8 @@ def accuracies(
     masked to its experience's (class-IL runs, read as if the task id were known).
 
     Under an initialised process group each rank evaluates its own slice and the counts are
-    all-reduced, so every test sample is evaluated exactly once.
+    all-reduced, so every test sample is evaluated exactly once. `x` may be `ImageFiles`: its
+    batches are decoded by worker processes while the model evaluates the previous one.
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     was_training = module.training
@@ -37,9 +40,9 @@ def accuracies(
     counts = torch.zeros(3 if masks is not None else 2, n_experiences, dtype=torch.float64, device=device)
     if masks is not None:
         masks = masks.to(device)
-    idx = torch.arange(rank, len(y), world)
-    for chunk in idx.split(batch_size):
-        xb, yb, tb = (a[chunk.to(a.device)].to(device, non_blocking=True) for a in (x, y, t))
+    chunks = torch.arange(rank, len(y), world).split(batch_size)
+    for chunk, xb in zip(chunks, input_batches(x, chunks, device)):
+        yb, tb = (a[chunk.to(a.device)].to(device, non_blocking=True) for a in (y, t))
         logits = module(xb, tb)
         hit = (logits.argmax(dim=1) == yb).double()
         counts[0].index_add_(0, tb, hit)

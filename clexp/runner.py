@@ -24,7 +24,8 @@ from clexp.callbacks import AccuracyMatrix
 from clexp.callbacks.anytime import AnytimeEvaluation
 from clexp.callbacks.compute import ComputeAccounting, forward_flops_per_sample
 from clexp.callbacks.stream_checkpoint import StreamCheckpoint
-from clexp.loader import TensorLoader
+from clexp.data.images import cat_inputs, first_input, is_lazy
+from clexp.loader import StreamingLoader, TensorLoader
 from clexp.module import ContinualModule
 from clexp.results import collect, finish_outputs
 from clexp.stream import carve_validation
@@ -89,13 +90,14 @@ class StreamRunner:
         )
 
     def loader(self, i: int, trainer: pl.Trainer) -> TensorLoader:
-        """Experience i's training data (0..i for joint), on the training device, this rank's shard."""
+        """Experience i's training data (0..i for joint), this rank's shard: tensors on the training
+        device, or files decoded by worker processes (the same batches in the same order)."""
         seen = self.stream.experiences[: i + 1] if self.cfg.method.get("joint") else [self.stream[i]]
-        tensors = tuple(torch.cat(parts) for parts in zip(*[(e.x_train, e.y_train, e.t_train) for e in seen]))
-        loader = TensorLoader(
-            tensors, self.cfg.train.batch_size, shuffle=True, seed=self.cfg.seed * 1000 + i,
-            rank=trainer.global_rank, world_size=trainer.world_size,
-        )
+        x = cat_inputs([e.x_train for e in seen])
+        y, t = (torch.cat(parts) for parts in zip(*[(e.y_train, e.t_train) for e in seen]))
+        order = dict(batch_size=self.cfg.train.batch_size, shuffle=True, seed=self.cfg.seed * 1000 + i,
+                     rank=trainer.global_rank, world_size=trainer.world_size)
+        loader = StreamingLoader(x, (y, t), **order) if is_lazy(x) else TensorLoader((x, y, t), **order)
         return loader.to(trainer.strategy.root_device)
 
     def prepare(self, i: int) -> None:
@@ -110,7 +112,7 @@ class StreamRunner:
         quiet_lightning()
         describe_model(self.model)
         first = self.stream[0]
-        flops = forward_flops_per_sample(self.module, first.x_test, first.t_test)
+        flops = forward_flops_per_sample(self.module, first_input(first.x_test), first.t_test)
         for i in range(self.start_experience, len(self.stream)):
             self.run_experience(i)
         results = collect(self.cfg, self.accuracy, self.train_seconds, time.perf_counter() - start,
@@ -154,7 +156,10 @@ class StreamRunner:
             loader.load_state_dict(point["loader"])
             torch.set_rng_state(point["torch_rng"])
         t0 = time.perf_counter() - (point["seconds"] if point else 0.0)
-        trainer.fit(self.module, train_dataloaders=loader)
+        try:
+            trainer.fit(self.module, train_dataloaders=loader)
+        finally:
+            getattr(loader, "close", lambda: None)()  # the streaming loader's worker processes
         self.module.resumed_mid_experience = False
         self.train_seconds[i:] = [time.perf_counter() - t0]
         self.compute.end(i, done_steps + trainer.global_step)

@@ -22,6 +22,7 @@ import torch
 
 from clexp.argspec import check_args
 from clexp.data.base import SourceData
+from clexp.data.images import is_lazy
 from clexp.errors import ConfigError, check, check_number
 
 INCREMENTAL = ("task", "domain", "class")
@@ -29,7 +30,8 @@ INCREMENTAL = ("task", "domain", "class")
 
 @dataclass
 class Experience:
-    """One experience of a stream: its data (targets already in output space) and what identifies it."""
+    """One experience of a stream: its data (targets already in output space) and what identifies it.
+    Inputs are tensors, or `ImageFiles` (read from files batch by batch, clexp/data/images.py)."""
 
     index: int
     classes: list[int]  # the original dataset classes it contains
@@ -65,6 +67,9 @@ class Stream:
     n_outputs: int  # outputs of the (single) head, or of each head when multihead
     input_shape: tuple[int, ...]
     multihead: bool = False
+    # every experience's test set is the same data (CORe50 NI / NIC: the complete test set): the
+    # accuracy matrix evaluates it once per row (the model's outputs do not depend on the task id)
+    shared_test: bool = False
 
     def __len__(self) -> int:
         return len(self.experiences)
@@ -200,6 +205,9 @@ def build_split(
 
 def _transformed_stream(data, n_experiences, incremental, multihead, transforms, name) -> Stream:
     """Every experience holds all classes, seen through its own input transform."""
+    if is_lazy(data.x_train):
+        raise ConfigError("scenario", name, f"split or protocol: scenario={name} transforms every input in memory "
+                          f"and {data.name} is streamed from its files (dataset.in_memory=true decodes it into memory)")
     C = data.n_classes
     exps = []
     for t, fn in enumerate(transforms):

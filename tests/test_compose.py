@@ -17,7 +17,8 @@ GROUPS = ["dataset", "scenario", "model", "method", "optimizer", "trainer", "log
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # what each option needs besides itself to validate on this machine
-NEEDS = {("dataset", "arrays"): ["dataset.path=x.npz"], ("scenario", "permuted"): ["scenario.incremental=domain"],
+NEEDS = {("dataset", "arrays"): ["dataset.path=x.npz"], ("dataset", "image_folder"): ["dataset.train_root=x"],
+         ("scenario", "permuted"): ["scenario.incremental=domain"],
          ("trainer", "ddp"): ["trainer.accelerator=cpu"]}
 
 

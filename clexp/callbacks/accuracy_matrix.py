@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from clexp import metrics
+from clexp.data.images import cat_inputs, is_lazy
 from clexp.evaluation import accuracies
 from clexp.stream import Stream
 
@@ -21,21 +22,27 @@ class AccuracyMatrix(pl.Callback):
     when the stream has none). The summary metrics are logged (`eval/*`, `val/*`) with step `experience`.
     A class-IL stream also gets `task_aware_rows`: the same test accuracies with each experience's
     outputs masked to its own classes (as if the task id were given), from the same forward pass.
+    A stream whose experiences share one test set (`Stream.shared_test`) evaluates it once per row.
     """
 
     def __init__(self, stream: Stream, batch_size: int = 1024):
         self.n = len(stream)
         self.batch_size = batch_size
-        self._sets = {"eval": [torch.cat([getattr(e, f"{a}_test") for e in stream]) for a in "xyt"]}
+        self.shared = stream.shared_test
+        if self.shared:  # one test set for every experience: once, as experience 0's
+            first = stream[0]
+            self._sets = {"eval": [first.x_test, first.y_test, torch.zeros_like(first.y_test)]}
+        else:
+            self._sets = {"eval": [cat_inputs([getattr(e, f"{a}_test") for e in stream]) for a in "xyt"]}
         if stream.has_validation:
-            self._sets["val"] = [torch.cat([getattr(e, f"{a}_val") for e in stream]) for a in "xyt"]
+            self._sets["val"] = [cat_inputs([getattr(e, f"{a}_val") for e in stream]) for a in "xyt"]
         self.rows: list[list[float]] = []
         self.baseline: list[float] | None = None
         self.val_rows: list[list[float]] | None = [] if "val" in self._sets else None
         self.val_baseline: list[float] | None = None
         self.eval_seconds: list[float] = []
         self._masks = None
-        if stream.incremental == "class":
+        if stream.incremental == "class" and not self.shared:
             self._masks = torch.zeros(self.n, stream.n_outputs, dtype=torch.bool)
             for e in stream:
                 self._masks[e.index, e.output_classes] = True
@@ -44,9 +51,13 @@ class AccuracyMatrix(pl.Callback):
     def _evaluate(self, pl_module: pl.LightningModule, which: str = "eval") -> list[float]:
         device = pl_module.device
         x, y, t = self._sets[which]
-        if x.device != device:
-            self._sets[which] = x, y, t = [a.to(device) for a in (x, y, t)]
+        if y.device != device:  # inputs read from files stay files: their batches are decoded on the way
+            self._sets[which] = x, y, t = [a if is_lazy(a) else a.to(device) for a in (x, y, t)]
         masks = self._masks if which == "eval" and self.task_aware_rows is not None else None
+        if which == "eval" and self.shared:
+            plain, _ = accuracies(pl_module, x, y, t, 1, self.batch_size)
+            self._last_masked = None
+            return plain * self.n
         plain, masked = accuracies(pl_module, x, y, t, self.n, self.batch_size, masks)
         self._last_masked = masked
         return plain

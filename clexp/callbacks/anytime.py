@@ -17,6 +17,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from clexp.data.images import cat_inputs, is_lazy
 from clexp.evaluation import accuracy_per_experience
 from clexp.stream import Stream
 
@@ -37,7 +38,7 @@ class AnytimeEvaluation(pl.Callback):
             g = torch.Generator().manual_seed(subset_seed(seed, e.index))
             keep = torch.sort(torch.randperm(len(y), generator=g)[: int(samples)]).values
             xs.append(x[keep]), ys.append(y[keep]), ts.append(t[keep])
-        self._x, self._y, self._t = torch.cat(xs), torch.cat(ys), torch.cat(ts)
+        self._x, self._y, self._t = cat_inputs(xs), torch.cat(ys), torch.cat(ts)
         self.samples = int(samples)
         # one record per evaluation: the stream's optimizer step, the experience trained, accuracies 0..i
         self.steps: list[int] = []
@@ -54,8 +55,8 @@ class AnytimeEvaluation(pl.Callback):
     def evaluate(self, pl_module) -> list[float]:
         """Accuracy per experience 0..current on the subsets."""
         device = pl_module.device
-        if self._x.device != device:
-            self._x, self._y, self._t = (a.to(device) for a in (self._x, self._y, self._t))
+        if self._y.device != device:  # inputs read from files stay files
+            self._x, self._y, self._t = (a if is_lazy(a) else a.to(device) for a in (self._x, self._y, self._t))
         seen = self._t <= self.current
         accs = accuracy_per_experience(pl_module, self._x[seen], self._y[seen], self._t[seen], self.current + 1,
                                        self.batch_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -10,11 +10,22 @@ from clexp.errors import DataError  # noqa: F401 - re-exported: clexp.data.base.
 
 
 @dataclass
-class SourceData:
-    """Train and test tensors of one dataset.
+class Protocol:
+    """Experiences a dataset defines itself (CORe50's NI / NC / NIC batches), for `scenario=protocol`:
+    the positions in `x_train` of each experience's training inputs, in the stream's order."""
 
-    Images are float tensors shaped N×C×H×W (flat features N×D are allowed), already normalised;
-    labels are int64 in [0, n_classes).
+    name: str
+    train: list[torch.Tensor]
+    description: str = ""  # where the experiences come from (the official lists, LUP.pkl, the layout)
+
+
+@dataclass
+class SourceData:
+    """Train and test inputs of one dataset.
+
+    Images are float tensors shaped N×C×H×W (flat features N×D are allowed), already normalised, or
+    `ImageFiles` (clexp/data/images.py: files decoded batch by batch, for data beyond memory);
+    labels are int64 tensors in [0, n_classes). `protocol`: the experiences the dataset defines, if any.
     """
 
     name: str
@@ -23,6 +34,7 @@ class SourceData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    protocol: Protocol | None = field(default=None)
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):

@@ -8,9 +8,17 @@ Lightning callback(s) that feed it. A quadratic method with a boundary-time esti
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
+
+from clexp.data.images import input_batches, is_lazy
+
+# inputs decoded per chunk when importance estimation reads the experience from files
+READ_CHUNK = 1024
 
 
 class Regularizer(nn.Module):
@@ -40,7 +48,8 @@ class Regularizer(nn.Module):
 
 def experience_shard(trainer, pl_module, max_samples: int | None, seed: int):
     """This rank's share of the current experience's training inputs and targets (a seeded subset
-    of `max_samples` inputs when set), on the module's device."""
+    of `max_samples` inputs when set), on the module's device (inputs read from files stay files:
+    `over_chunks` reads them)."""
     exp = pl_module.current_experience
     x, y = exp.x_train, exp.y_train
     if max_samples is not None and max_samples < len(y):
@@ -49,7 +58,55 @@ def experience_shard(trainer, pl_module, max_samples: int | None, seed: int):
         x, y = x[keep], y[keep]
     rank, world = trainer.global_rank, trainer.world_size
     x, y = x[rank::world], y[rank::world]
-    return x.to(pl_module.device), y.to(pl_module.device)
+    return (x if is_lazy(x) else x.to(pl_module.device)), y.to(pl_module.device)
+
+
+def _flatten(tree, prefix=()) -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, (*prefix, k)))
+        return out
+    return {prefix: tree}
+
+
+def _unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for path, v in flat.items():
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = v
+    return out
+
+
+def over_chunks(trainer, pl_module, x, y, estimate: Callable, multiple: int = 1,
+                weight: Callable[[int], float] = float, desc: str = "importance"):
+    """`estimate(x, y, reduce)` → a (nested) dict of means over the inputs it is given, on all of `x`.
+
+    In memory: one call, `estimate(x, y, True)`. Inputs read from files (`ImageFiles`): chunks of
+    READ_CHUNK inputs (a multiple of `multiple`: the batch Fisher's mini-batches stay whole) decoded
+    by the experience's worker processes, each chunk's means (`reduce=False`) weighted by
+    `weight(chunk size)` (its count: inputs, or mini-batches) and all-reduced once under DDP — the
+    mean over the whole shard, as in memory. A progress bar shows when the read takes long."""
+    if not is_lazy(x):
+        return estimate(x, y, True)
+    from clexp.callbacks.progress import chunk_progress
+    from clexp.curvature.distributed import all_reduce_sums
+
+    size = math.ceil(READ_CHUNK / multiple) * multiple
+    chunks = torch.arange(len(x)).split(size)
+    pairs = ((len(c), (c, xb)) for c, xb in zip(chunks, input_batches(x, chunks, pl_module.device)))
+    sums, total = {}, 0.0
+    for _, (chunk, xb) in chunk_progress(pairs, len(x), f"{desc} (experience {int(pl_module.experience) + 1})",
+                                         trainer):
+        part = _flatten(estimate(xb, y[chunk.to(y.device)], False))
+        w = float(weight(len(chunk)))
+        for k, v in part.items():
+            sums[k] = v * w if k not in sums else sums[k].add_(v, alpha=w)
+        total += w
+    total = all_reduce_sums(sums, total)
+    return _unflatten({k: v / max(total, 1.0) for k, v in sums.items()})
 
 
 class ImportanceCallback(pl.Callback):

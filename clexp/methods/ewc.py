@@ -11,7 +11,7 @@ import torch
 
 from clexp.argspec import check_args, rules_of
 from clexp.curvature.fisher import FISHER_VARIANTS
-from clexp.methods.base import ImportanceCallback, experience_shard
+from clexp.methods.base import ImportanceCallback, experience_shard, over_chunks
 from clexp.methods.quadratic import QuadraticPenalty
 
 
@@ -55,6 +55,13 @@ class FisherImportance(ImportanceCallback):
         x, y = experience_shard(trainer, pl_module, self.max_samples, self.seed)
         i = int(pl_module.experience)
         g = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104729 + i)
-        return diag_fisher(pl_module.model, x, y, variant=self.variant, samples=self.samples,
-                           chunk_size=self.chunk_size, output_mask=pl_module.output_mask(i), generator=g,
-                           batch_size=self.batch_size)
+
+        def fisher(xc, yc, reduce):
+            return diag_fisher(pl_module.model, xc, yc, variant=self.variant, samples=self.samples,
+                               chunk_size=self.chunk_size, output_mask=pl_module.output_mask(i), generator=g,
+                               batch_size=self.batch_size, reduce=reduce)
+
+        if self.variant == "batch":  # whole mini-batches per chunk, each chunk counted in mini-batches
+            return over_chunks(trainer, pl_module, x, y, fisher, self.batch_size,
+                               lambda n: -(-n // self.batch_size), desc="Fisher")
+        return over_chunks(trainer, pl_module, x, y, fisher, desc="Fisher")

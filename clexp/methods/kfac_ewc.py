@@ -25,7 +25,7 @@ from torch import nn
 
 from clexp.argspec import check_args
 from clexp.curvature.kronecker import hooked_layers, weight_matrix
-from clexp.methods.base import Regularizer, experience_shard
+from clexp.methods.base import Regularizer, experience_shard, over_chunks
 from clexp.methods.ewc import FisherImportance
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
@@ -160,13 +160,19 @@ class KFACImportance(FisherImportance):
         mask = pl_module.output_mask(i)
         g = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104729 + i)
         model, reg = pl_module.model, pl_module.regularizer
-        factors = kfac_factors(model, x, self.variant, self.samples, self.chunk_size, mask, g)
-        diagonal = {}
-        if reg.diag.names:
-            variant = "exact" if self.variant == "exact" else "sampled"
-            full = diag_fisher(model, x, y, variant=variant, samples=self.samples, chunk_size=self.chunk_size,
-                               output_mask=mask, generator=g)
-            diagonal = {n: full[n] for n in reg.diag.names}
+
+        def estimate(xc, yc, reduce):
+            out = {"factors": kfac_factors(model, xc, self.variant, self.samples, self.chunk_size, mask, g, reduce)}
+            if reg.diag.names:
+                variant = "exact" if self.variant == "exact" else "sampled"
+                full = diag_fisher(model, xc, yc, variant=variant, samples=self.samples, chunk_size=self.chunk_size,
+                                   output_mask=mask, generator=g, reduce=reduce)
+                out["diagonal"] = {n: full[n] for n in reg.diag.names}
+            return out
+
+        # files: each chunk read once for both statistics
+        out = over_chunks(trainer, pl_module, x, y, estimate, desc="KFAC factors")
+        factors, diagonal = out.get("factors", {}), out.get("diagonal", {})
         reg.consolidate(factors, diagonal, model)
         if self.plot and trainer.is_global_zero:
             shown = dict(diagonal)

@@ -4,7 +4,7 @@ inputs of the per-sample |∂‖f(x)‖²₂/∂θ| (no labels), accumulated ove
 from __future__ import annotations
 
 from clexp.argspec import check_args
-from clexp.methods.base import ImportanceCallback, experience_shard
+from clexp.methods.base import ImportanceCallback, experience_shard, over_chunks
 from clexp.methods.quadratic import QuadraticPenalty
 
 
@@ -31,6 +31,10 @@ class MASImportance(ImportanceCallback):
     def estimate(self, trainer, pl_module):
         from clexp.curvature import mas_importance
 
-        x, _ = experience_shard(trainer, pl_module, self.max_samples, self.seed)
-        return mas_importance(pl_module.model, x, chunk_size=self.chunk_size,
-                              output_mask=pl_module.output_mask(int(pl_module.experience)))
+        x, y = experience_shard(trainer, pl_module, self.max_samples, self.seed)
+        mask = pl_module.output_mask(int(pl_module.experience))
+
+        def mas(xc, yc, reduce):
+            return mas_importance(pl_module.model, xc, chunk_size=self.chunk_size, output_mask=mask, reduce=reduce)
+
+        return over_chunks(trainer, pl_module, x, y, mas, desc="MAS importance")
