@@ -42,6 +42,10 @@ class StreamRunner:
         self.stream = carve_validation(load_stream(cfg, parts.scenario), cfg.train.get("val_fraction") or 0,
                                        int(cfg.seed))
         self.model = build_model(cfg, self.stream)
+        if callable(getattr(self.model, "prepare_inputs", None)):  # pretrained backbones: resize and normalise
+            from clexp.models.pretrained import preparation_device, prepare_stream  # (and the feature cache), once
+
+            prepare_stream(self.stream, self.model, preparation_device(cfg.trainer))
         self.module = ContinualModule(self.model, parts.optimizer, parts.regularizer, self.stream.task_masks,
                                       gradient_clip_val=cfg.trainer.get("gradient_clip_val"))
         self.module.n_experiences = len(self.stream)
@@ -197,9 +201,11 @@ class StreamRunner:
 
 @rank_zero_only
 def describe_model(model: torch.nn.Module) -> None:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"model: {type(model).__name__}, {total:,} parameters ({trainable:,} trainable)")
+    from clexp.models.freeze import count
+
+    total, trainable = count(model)
+    what = getattr(model, "description", "") or type(model).__name__
+    print(f"model: {what}, {total:,} parameters ({trainable:,} trainable)")
 
 
 def quiet_lightning() -> None:
