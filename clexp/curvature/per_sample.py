@@ -663,3 +663,29 @@ def _backprop(logits, vectors, sites: list[_Site], stats: list[_Stats]) -> None:
             if any(d is not None for d in got):  # else the outputs do not reach the logits: zero
                 st.update([torch.zeros_like(z) if d is None else d for d, (_, z, *_) in zip(got, s.calls)])
         del deltas
+
+
+def fisher_paths(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
+    """{trainable parameter: the path its per-sample statistics take on inputs `x`}: `linear` / `conv`
+    (the fast paths: per-sample gradients from the layer's input and output gradient), `per-module:
+    <class>` (torch.func on that module alone: norms, attention, embeddings owned by a container),
+    `whole-model` (torch.func through the whole model: shared parameters, calls the hooks cannot
+    read) or `unused` (no gradient reaches it on these inputs). For reports and benchmarks."""
+    sites, shared = _plan(model)
+    with eval_mode(model):
+        logits = _forward(model, x, sites, False)
+        _mark_external(model, logits, sites, SQUARE)
+    out = {n: "whole-model" for n in shared}
+    for s in sites:
+        if not s.ok or s.external:
+            path = "whole-model"
+        elif not s.calls:
+            path = "unused"
+        elif s.kind in (LINEAR, CONV):
+            path = s.kind
+        else:
+            path = f"per-module: {type(s.module).__name__}"
+        out.update({n: path for n in s.leaves.values()})
+    for s in sites:
+        s.calls = []
+    return out
