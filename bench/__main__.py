@@ -13,7 +13,8 @@ import sys
 
 from bench.common import format_table
 
-BENCHMARKS = ("bench_overhead", "bench_process", "bench_penalty", "bench_fisher", "bench_ngd", "bench_kfac")
+BENCHMARKS = ("bench_overhead", "bench_process", "bench_penalty", "bench_fisher", "bench_ngd", "bench_kfac",
+              "bench_pretrained")
 
 
 def main(argv=None) -> int:

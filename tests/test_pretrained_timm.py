@@ -32,7 +32,8 @@ def hf_cache(tmp_path, monkeypatch):
 def test_timm_weights_from_the_fake_cache(hf_cache):
     model = timm_model((3, 32, 32), 5, arch="resnet18", pretrained=True, download=False, trainable="last:1")
     own = {k[len("features."):]: v for k, v in model.state_dict().items() if k.startswith("features.")}
-    assert all(torch.equal(v, hf_cache[k]) for k, v in own.items()) and set(own) == set(hf_cache) - {"fc.weight", "fc.bias"}
+    assert all(torch.equal(v, hf_cache[k]) for k, v in own.items())
+    assert set(own) == set(hf_cache) - {"fc.weight", "fc.bias"}
     t = model.input_transform  # timm's data config of resnet18.a1_in1k: 224 / crop_pct 0.95 → 235, bicubic
     assert (t.resize, t.crop, t.interpolation, t.mean) == ((235,), (224, 224), "bicubic", (0.485, 0.456, 0.406))
     free = {n for n, p in model.named_parameters() if p.requires_grad}

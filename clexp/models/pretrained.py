@@ -374,7 +374,7 @@ def _assemble(net, width, n_outputs, n_experiences, multihead, freeze_norm_stats
     model = PretrainedClassifier(net, width, n_outputs, n_experiences if multihead else 1, freeze_norm_stats,
                                  transform, pretrained, features_cache, description)
     with torch.no_grad(), _eval(model):  # one dummy input: the backbone takes these inputs and gives `width` values
-        probe = torch.rand(1, *input_shape) if transform is None or transform.normalises else torch.zeros(1, *input_shape)
+        probe = torch.rand(1, *input_shape)
         try:
             model(model.prepare_inputs(probe))
         except RuntimeError as err:
@@ -479,7 +479,8 @@ def check_config(cfg) -> None:
         normalised = file is not None
         if parse_trainable(keys["trainable"])[0] == "last":
             with torch.device("meta"):
-                net = _timm().create_model(keys["arch"], pretrained=False, num_classes=0, **dict(node.get("kwargs") or {}))
+                net = _timm().create_model(keys["arch"], pretrained=False, num_classes=0,
+                                           **dict(node.get("kwargs") or {}))
             ids, n_blocks, what = _timm_ids(net, keys["arch"], keys["trainable"])
             freeze(net, ids, n_blocks, what, keys["trainable"], keys["arch"])
     else:
