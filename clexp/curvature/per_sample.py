@@ -68,11 +68,12 @@ class eval_mode:
 
 def zero_sums(model: nn.Module) -> dict[str, torch.Tensor]:
     """Accumulators for the trainable parameters (at least float32, whatever the parameter's dtype)."""
+    from clexp.models.freeze import trainable_parameters
+
     out = {}
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            dtype = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
-            out[n] = torch.zeros(p.shape, dtype=dtype, device=p.device)
+    for n, p in trainable_parameters(model).items():
+        dtype = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
+        out[n] = torch.zeros(p.shape, dtype=dtype, device=p.device)
     return out
 
 
@@ -198,7 +199,9 @@ def _absorbed(model: nn.Module) -> dict[int, list[tuple[str, nn.Module]]]:
 def _plan(model: nn.Module) -> tuple[list[_Site], list[str]]:
     """Sites for the modules owning trainable parameters; parameters shared between modules → fallback.
     The parameters of an ABSORBED submodule (attention's out_proj) are their parent's."""
-    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    from clexp.models.freeze import trainable_parameters
+
+    names = {id(p): n for n, p in trainable_parameters(model).items()}
     owners: dict[int, int] = {}
     for m in model.modules():  # parametrized weights are computed outside their module's call
         if parametrize.is_parametrized(m):
