@@ -11,7 +11,7 @@ ARGS   ?=
 $(STAMP): pyproject.toml setup.py $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,sweeps]" --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,sweeps,timm]" --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 # editable_mode=compat: the checkout itself on sys.path, so that Hydra's plugin scan (pkgutil) finds

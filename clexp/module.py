@@ -163,7 +163,9 @@ class ContinualModule(pl.LightningModule):
     def norm_stats_frozen(self) -> bool:
         """True when the normalisation statistics must not move now: `model.freeze_norm_stats` and
         experience > 0 (derived from the checkpointed experience index, never a flag of its own)."""
-        return bool(getattr(self.model, "freeze_norm_stats", False)) and int(self.experience) > 0
+        # from experience 1 on; pretrained weights set `freeze_norm_stats_from = 0` (keep their statistics at once)
+        return bool(getattr(self.model, "freeze_norm_stats", False)) and \
+            int(self.experience) >= int(getattr(self.model, "freeze_norm_stats_from", 1))
 
     def on_train_start(self) -> None:
         """Decide once per experience (one host read of `experience`) which layers stay in eval mode, and
@@ -216,4 +218,6 @@ class ContinualModule(pl.LightningModule):
         return step % every == 0 or trainer.is_last_batch
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.model.parameters())
+        from clexp.models.freeze import trainable_parameters
+
+        return self.optimizer_factory(list(trainable_parameters(self.model).values()))  # frozen: no state

@@ -45,6 +45,10 @@ class StreamRunner:
                                        int(cfg.seed))
         self.augment = build_augment(cfg, self.stream)  # dataset.augment, checked against the data
         self.model = build_model(cfg, self.stream)
+        if callable(getattr(self.model, "prepare_inputs", None)):  # pretrained backbones: resize and normalise
+            from clexp.models.pretrained import preparation_device, prepare_stream  # (and the feature cache), once
+
+            prepare_stream(self.stream, self.model, preparation_device(cfg.trainer))
         self.module = ContinualModule(self.model, parts.optimizer, parts.regularizer, self.stream.task_masks,
                                       gradient_clip_val=cfg.trainer.get("gradient_clip_val"), augment=self.augment)
         self.module.n_experiences = len(self.stream)
@@ -204,9 +208,11 @@ class StreamRunner:
 
 @rank_zero_only
 def describe_model(model: torch.nn.Module) -> None:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"model: {type(model).__name__}, {total:,} parameters ({trainable:,} trainable)")
+    from clexp.models.freeze import count
+
+    total, trainable = count(model)
+    what = getattr(model, "description", "") or type(model).__name__
+    print(f"model: {what}, {total:,} parameters ({trainable:,} trainable)")
 
 
 def quiet_lightning() -> None:

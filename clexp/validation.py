@@ -35,6 +35,7 @@ def validate(cfg: DictConfig) -> Components:
         except ConfigError as err:
             raise ConfigError(f"scenario.{err.key}", err.value, err.allowed) from None
     sc.check_heads(bool(cfg.model.get("multihead")))
+    _check_model(cfg)
     _validate_devices(cfg.trainer)
     return parts
 
@@ -96,6 +97,20 @@ def _check_node(node: DictConfig, path: str) -> None:
         check_args(rules, **{k: v for k, v in values.items() if k in rules})
     except ConfigError as err:
         raise in_user_terms(err, node, path) from None
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """A model factory's own checks that need no data, when it has them (`<factory>.check_config(cfg)`):
+    pretrained backbones check their arch, weights (the file in its cache), trainable and feature cache."""
+    from hydra.utils import get_object
+
+    try:
+        factory = get_object(str(cfg.model.get("_target_")))
+    except Exception:  # noqa: BLE001 - a target that does not import fails where the model is built, as before
+        return
+    check_config = getattr(factory, "check_config", None)
+    if callable(check_config):
+        check_config(cfg)
 
 
 def _validate_devices(t: DictConfig) -> None:

@@ -19,7 +19,10 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # what each option needs besides itself to validate on this machine
 NEEDS = {("dataset", "arrays"): ["dataset.path=x.npz"], ("dataset", "image_folder"): ["dataset.train_root=x"],
          ("scenario", "permuted"): ["scenario.incremental=domain"],
-         ("trainer", "ddp"): ["trainer.accelerator=cpu"]}
+         ("trainer", "ddp"): ["trainer.accelerator=cpu"],
+         # pretrained backbones: random weights here (no weights file; never a download in tests)
+         ("model", "torchvision"): ["model.weights=null"], ("model", "timm"): ["model.pretrained=false"]}
+PRESET_NEEDS = {"split_cifar100_pretrained": ["model.weights=null"]}
 
 
 def test_every_group_has_options():
@@ -28,6 +31,8 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(group, option):
+    if (group, option) == ("model", "timm"):
+        pytest.importorskip("timm")
     cfg = compose([f"{group}={option}", *NEEDS.get((group, option), [])])
     if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="trainer.accelerator"):
@@ -38,12 +43,15 @@ def test_every_option_composes_and_validates(group, option):
     if group == "model":  # built for an image stream of the default shape
         stream = Stream("s", "class", [], n_outputs=10, input_shape=(1, 16, 16))
         model = build_model(cfg, stream)
-        assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
+        x = torch.zeros(2, 1, 16, 16)
+        if hasattr(model, "prepare_inputs"):  # pretrained backbones: the inputs prepared once (resize, 3 channels)
+            x = model.prepare_inputs(x)
+        assert model(x).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_preset_composes_and_validates(name):
-    cfg = compose([f"experiment={name}"])
+    cfg = compose([f"experiment={name}", *PRESET_NEEDS.get(name, [])])
     if cfg.get("task"):  # geometry experiments: their own entry point
         return
     apply_preset(cfg, [])
@@ -57,7 +65,8 @@ def test_every_method_preset_combination_composes():
             continue
         for method in methods:
             for inc in ("task", "domain", "class"):
-                cfg = compose([f"experiment={name}", f"method={method}", f"scenario.incremental={inc}"])
+                cfg = compose([f"experiment={name}", f"method={method}", f"scenario.incremental={inc}",
+                               *PRESET_NEEDS.get(name, [])])
                 apply_preset(cfg, [])
                 if cfg.model.get("multihead") and inc != "task":  # a task-IL preset: refused, by name
                     with pytest.raises(ConfigError, match="model.multihead"):

@@ -146,7 +146,9 @@ def diag_fisher(
     if variant == "batch" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"the batch Fisher needs batch_size, the mini-batch size B (the training batch size), "
                          f"an integer >= 1; got {batch_size!r}")
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    from clexp.models.freeze import trainable_parameters
+
+    params = trainable_parameters(model)
     sums = zero_sums(model)
     with eval_mode(model):
         if variant == "batch":

@@ -68,11 +68,12 @@ class eval_mode:
 
 def zero_sums(model: nn.Module) -> dict[str, torch.Tensor]:
     """Accumulators for the trainable parameters (at least float32, whatever the parameter's dtype)."""
+    from clexp.models.freeze import trainable_parameters
+
     out = {}
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            dtype = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
-            out[n] = torch.zeros(p.shape, dtype=dtype, device=p.device)
+    for n, p in trainable_parameters(model).items():
+        dtype = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
+        out[n] = torch.zeros(p.shape, dtype=dtype, device=p.device)
     return out
 
 
@@ -98,57 +99,131 @@ def _kind(m: nn.Module) -> str:
 
 
 class _Site:
-    """A module owning trainable parameters, handled from its recorded calls (input a, output z)."""
+    """A module owning trainable parameters, handled from its recorded calls (input a, output z).
+
+    Each call is `(a, z, a version, z version, extra)`: `extra` is None for a call `module(a)`, else
+    `(args, kwargs)` of a LOCAL module called with several tensors or keyword arguments (attention:
+    `mha(x, x, x, need_weights=False)`), every tensor among them batched along dim 0. A module that
+    returns a tuple (attention's `(output, weights)`) is followed through its first element when the
+    others carry no gradient."""
 
     def __init__(self, name: str, module: nn.Module, leaves: dict[str, str]):
         self.name, self.module, self.kind, self.leaves = name, module, _kind(module), leaves
-        self.calls: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
+        self.calls: list[tuple] = []
         self.ok = True  # False: called in a way the hooks do not cover → whole-model fallback
         self.batched = True  # dim 0 of input and output must be the samples (False: Kronecker sums only)
+        self.external = False  # its parameters reach the logits outside its own forward → whole-model fallback
 
     def record(self, args, kwargs, output, n: int, clone: bool):
         if not self.ok:
             return None
-        if isinstance(output, torch.Tensor) and not output.requires_grad:
+        z, rest = output, None
+        if self.kind == LOCAL and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor) \
+                and all(o is None or (isinstance(o, torch.Tensor) and not o.requires_grad) for o in output[1:]):
+            z, rest = output[0], output  # e.g. attention's (output, None): the gradient flows through output[0]
+        if isinstance(z, torch.Tensor) and not z.requires_grad:
             return None  # no gradient reaches the parameters through this call
-        a = args[0] if len(args) == 1 else None
-        if kwargs or not isinstance(a, torch.Tensor) or not isinstance(output, torch.Tensor) \
-                or a.dim() == 0 or output.dim() == 0 \
-                or (self.batched and (a.shape[0] != n or output.shape[0] != n)) \
+        extra = None
+        a = args[0] if len(args) == 1 and not kwargs else None
+        if a is None and self.kind == LOCAL:
+            extra = _batched_call(args, kwargs, n if self.batched else None)
+            a = None if extra is None else next(t for t in _tensors(extra))
+        if not isinstance(a, torch.Tensor) or not isinstance(z, torch.Tensor) \
+                or a.dim() == 0 or z.dim() == 0 \
+                or (self.batched and (a.shape[0] != n or z.shape[0] != n)) \
                 or (self.kind == CONV and a.dim() != 4) or (self.kind == LINEAR and a.dim() < 2):
             self.ok = False
             return None
         a = a.detach()
         if clone:  # downstream in-place ops would change what we keep: keep copies
-            a, kept = a.clone(), output
-            output = output.clone()
-            self.calls.append((a, kept, a._version, kept._version))
-            return output
-        self.calls.append((a, output, a._version, output._version))
+            if extra is not None:
+                extra = _map_tensors(extra, lambda t: t.detach().clone())
+                a = next(t for t in _tensors(extra))
+            else:
+                a = a.clone()
+            kept, copy = z, z.clone()
+            self.calls.append((a, kept, a._version, kept._version, extra))
+            if rest is None:
+                return copy
+            items = (copy, *rest[1:])
+            return type(rest)(*items) if hasattr(rest, "_fields") else type(rest)(items)
+        if extra is not None:
+            extra = _map_tensors(extra, lambda t: t.detach())
+        self.calls.append((a, z, a._version, z._version, extra))
         return None
 
     def mutated(self) -> bool:
-        return any(a._version != va or z._version != vz for a, z, va, vz in self.calls)
+        return any(a._version != va or z._version != vz for a, z, va, vz, *_ in self.calls)
+
+
+def _tensors(call) -> list[torch.Tensor]:
+    """The tensors among a call's `(args, kwargs)`, in order."""
+    args, kwargs = call
+    return [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+
+
+def _map_tensors(call, fn):
+    args, kwargs = call
+    return (tuple(fn(t) if isinstance(t, torch.Tensor) else t for t in args),
+            {k: fn(t) if isinstance(t, torch.Tensor) else t for k, t in kwargs.items()})
+
+
+def _batched_call(args, kwargs, n: int | None):
+    """`(args, kwargs)` when every tensor among them is batched along dim 0 (n samples) and the rest
+    are plain values (None, bools, numbers, strings); else None (the call is not covered)."""
+    values = (*args, *kwargs.values())
+    tensors = [t for t in values if isinstance(t, torch.Tensor)]
+    if not tensors or any(t.dim() == 0 or (n is not None and t.shape[0] != n) for t in tensors):
+        return None
+    if not all(isinstance(v, (torch.Tensor, bool, int, float, str, type(None))) for v in values):
+        return None
+    return tuple(args), dict(kwargs)
+
+
+# Submodules whose parameters their parent uses in its own forward, never calling them:
+# nn.MultiheadAttention reads out_proj.weight / out_proj.bias inside F.multi_head_attention_forward.
+# Their parameters belong to the parent's site (leaves "out_proj.weight", ...).
+ABSORBED: tuple[tuple[type, tuple[str, ...]], ...] = ((nn.MultiheadAttention, ("out_proj",)),)
+
+
+def _absorbed(model: nn.Module) -> dict[int, list[tuple[str, nn.Module]]]:
+    """id(parent) → [(child name, child)] of ABSORBED submodules."""
+    out: dict[int, list[tuple[str, nn.Module]]] = {}
+    for m in model.modules():
+        for kind, children in ABSORBED:
+            if isinstance(m, kind):
+                out[id(m)] = [(c, getattr(m, c)) for c in children if isinstance(getattr(m, c, None), nn.Module)]
+    return out
 
 
 def _plan(model: nn.Module) -> tuple[list[_Site], list[str]]:
-    """Sites for the modules owning trainable parameters; parameters shared between modules → fallback."""
-    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    """Sites for the modules owning trainable parameters; parameters shared between modules → fallback.
+    The parameters of an ABSORBED submodule (attention's out_proj) are their parent's."""
+    from clexp.models.freeze import trainable_parameters
+
+    names = {id(p): n for n, p in trainable_parameters(model).items()}
     owners: dict[int, int] = {}
     for m in model.modules():  # parametrized weights are computed outside their module's call
         if parametrize.is_parametrized(m):
             for p in m.parametrizations.parameters():
                 owners[id(p)] = 1
+    absorbed = _absorbed(model)
+    skip = {id(c) for children in absorbed.values() for _, c in children}
     owned = []
     for mname, m in model.named_modules():
-        leaves = {leaf: names[id(p)] for leaf, p in m.named_parameters(recurse=False) if id(p) in names}
-        for leaf, p in m.named_parameters(recurse=False):
+        if id(m) in skip:
+            continue
+        own = list(m.named_parameters(recurse=False))
+        for cname, child in absorbed.get(id(m), []):
+            own += [(f"{cname}.{leaf}", p) for leaf, p in child.named_parameters()]
+        leaves = {leaf: names[id(p)] for leaf, p in own if id(p) in names}
+        for leaf, p in own:
             owners[id(p)] = owners.get(id(p), 0) + 1
         if leaves:
-            owned.append((mname, m, leaves))
+            owned.append((mname, m, leaves, own))
     sites, shared = [], []
-    for mname, m, leaves in owned:
-        if any(owners[id(p)] > 1 for leaf, p in m.named_parameters(recurse=False) if leaf in leaves):
+    for mname, m, leaves, own in owned:
+        if any(owners[id(p)] > 1 for leaf, p in own if leaf in leaves):
             shared += list(leaves.values())
         else:
             sites.append(_Site(mname, m, leaves))
@@ -336,24 +411,41 @@ class _Conv(_Stats):
 
 
 class _Local(_Stats):
-    """Any other module: torch.func per-sample gradients of δ·module(a) for its own parameters."""
+    """Any other module: torch.func per-sample gradients of δ·module(inputs) for its own parameters
+    (and an absorbed child's, e.g. attention's out_proj), the module alone on each sample."""
 
     def update(self, deltas):
         m, leaves = self.m, self.site.leaves
-        own = {leaf: getattr(m, leaf).detach() for leaf in leaves}
-
-        def contraction(params, a, d):
-            return (functional_call(m, params, (a.unsqueeze(0),)).squeeze(0) * d).sum()
-
-        per_sample = vmap(grad(contraction), in_dims=(None, 0, 0))
+        own = {leaf: m.get_parameter(leaf).detach() for leaf in leaves}
         with torch.no_grad():
             for i, j in _steps(len(deltas[0]), sum(p.numel() for p in own.values())):
                 total = None
-                for (a, *_), d in zip(self.site.calls, deltas):
-                    g = per_sample(own, a[i:j], d[i:j])
+                for (a, _, _, _, extra), d in zip(self.site.calls, deltas):
+                    call = ((a,), {}) if extra is None else extra
+                    g = _local_grads(m, own, call, d, i, j)
                     total = g if total is None else {k: total[k] + g[k] for k in g}
                 for leaf, g in total.items():
                     self._add(leaf, _reduce(g, self.stat))
+
+
+def _local_grads(m: nn.Module, own: dict, call, d: torch.Tensor, i: int, j: int) -> dict[str, torch.Tensor]:
+    """Per-sample gradients (samples i..j) of δ·m(*args, **kwargs) for the parameters `own`."""
+    args, kwargs = call
+    slots = [k for k, v in enumerate(args) if isinstance(v, torch.Tensor)]
+    keys = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+
+    def contraction(params, tensors, dn):
+        a, kw = list(args), dict(kwargs)
+        for k, t in zip(slots, tensors):
+            a[k] = t.unsqueeze(0)
+        for k, t in zip(keys, tensors[len(slots):]):
+            kw[k] = t.unsqueeze(0)
+        out = functional_call(m, params, tuple(a), kw)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return (out.squeeze(0) * dn).sum()
+
+    tensors = [args[k][i:j] for k in slots] + [kwargs[k][i:j] for k in keys]
+    return vmap(grad(contraction), in_dims=(None, 0, 0))(own, tensors, d[i:j])
 
 
 class _Kronecker(_Stats):
@@ -501,6 +593,8 @@ def accumulate(
         if not clone and any(s.mutated() for s in sites):  # in-place ops changed a kept tensor: keep copies
             clone = True
             logits = _forward(model, x, sites, clone)
+        if start == 0:
+            _mark_external(model, logits, sites, stat)
         vectors = make_vectors(logits.detach(), start, stop)
         if stat == KRONECKER:
             _factor_chunk(x, logits, vectors, sites, sums)
@@ -512,11 +606,30 @@ def accumulate(
             step = min(chunk_size, max(1, int(ACTIVATION_BUDGET // max(kept, 1))))
 
 
+def _mark_external(model: nn.Module, logits: torch.Tensor, sites: list[_Site], stat: str) -> None:
+    """Sites the first chunk's forward never called but whose parameters still reach the logits (a
+    parent module reading a child's weight directly, like attention's out_proj, when not in
+    ABSORBED): their parameters go to the whole-model fallback; Kronecker factors cannot be formed
+    for them (an error). One backward, only when some site went uncalled (e.g. other tasks' heads)."""
+    idle = [s for s in sites if s.ok and not s.calls]
+    if not idle or not logits.requires_grad:
+        return
+    params = [model.get_parameter(n) for s in idle for n in s.leaves.values()]
+    grads = iter(torch.autograd.grad(logits.sum(), params, retain_graph=True, allow_unused=True))
+    external = [s for s in idle if [g is not None for g in [next(grads) for _ in s.leaves]].count(True)]
+    if external and stat == KRONECKER:
+        raise ValueError(f"Kronecker factors: the parameters of layer(s) {', '.join(repr(s.name) for s in external)} "
+                         "are used outside the layer's own forward (its parent reads them directly); "
+                         "use the diagonal Fisher (method=ewc)")
+    for s in external:
+        s.external = True
+
+
 def _chunk(model, x, logits, vectors, sites, shared, stat, sums) -> None:
     if stat == ABS:
         vectors = vectors.sum(0, keepdim=True)  # the per-sample gradient is linear in v
-    fallback = shared + [n for s in sites if not s.ok for n in s.leaves.values()]
-    live = [s for s in sites if s.ok and s.calls]
+    fallback = shared + [n for s in sites if not s.ok or s.external for n in s.leaves.values()]
+    live = [s for s in sites if s.ok and not s.external and s.calls]
     if len(vectors) and live and logits.requires_grad:
         stats = [_stats(s, stat, sums) for s in live]
         _backprop(logits, vectors, live, stats)
@@ -553,3 +666,29 @@ def _backprop(logits, vectors, sites: list[_Site], stats: list[_Stats]) -> None:
             if any(d is not None for d in got):  # else the outputs do not reach the logits: zero
                 st.update([torch.zeros_like(z) if d is None else d for d, (_, z, *_) in zip(got, s.calls)])
         del deltas
+
+
+def fisher_paths(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
+    """{trainable parameter: the path its per-sample statistics take on inputs `x`}: `linear` / `conv`
+    (the fast paths: per-sample gradients from the layer's input and output gradient), `per-module:
+    <class>` (torch.func on that module alone: norms, attention, embeddings owned by a container),
+    `whole-model` (torch.func through the whole model: shared parameters, calls the hooks cannot
+    read) or `unused` (no gradient reaches it on these inputs). For reports and benchmarks."""
+    sites, shared = _plan(model)
+    with eval_mode(model):
+        logits = _forward(model, x, sites, False)
+        _mark_external(model, logits, sites, SQUARE)
+    out = {n: "whole-model" for n in shared}
+    for s in sites:
+        if not s.ok or s.external:
+            path = "whole-model"
+        elif not s.calls:
+            path = "unused"
+        elif s.kind in (LINEAR, CONV):
+            path = s.kind
+        else:
+            path = f"per-module: {type(s.module).__name__}"
+        out.update({n: path for n in s.leaves.values()})
+    for s in sites:
+        s.calls = []
+    return out

@@ -50,7 +50,9 @@ class KroneckerPenalty(Regularizer):
         self.layers = list(hooked_layers(model))
         covered = {f"{layer}.{leaf}" if layer else leaf for layer in self.layers
                    for leaf, _ in model.get_submodule(layer).named_parameters(recurse=False)}
-        self.diag.bind(model, names=[n for n, p in model.named_parameters() if p.requires_grad and n not in covered])
+        from clexp.models.freeze import trainable_parameters
+
+        self.diag.bind(model, names=[n for n in trainable_parameters(model) if n not in covered])
 
     def _key(self, slot: int, layer: str, kind: str) -> str:
         return f"kfac{slot}__{buffer_key(layer)}__{kind}"

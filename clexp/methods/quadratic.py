@@ -81,7 +81,9 @@ class QuadraticPenalty(Regularizer):
 
     def bind(self, model: nn.Module, names: list[str] | None = None) -> None:
         """Create zero buffers shaped like the model's trainable parameters (or those in `names`)."""
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad and (names is None or n in names)]
+        from clexp.models.freeze import trainable_parameters
+
+        self.names = [n for n in trainable_parameters(model) if names is None or n in names]
         params = dict(model.named_parameters())
         for n in self.names:
             self.register_buffer(f"importance__{buffer_key(n)}", torch.zeros_like(params[n], dtype=torch.float32))

@@ -45,6 +45,11 @@ It returns an `nn.Module` with:
   from the second experience on: the statistics stay those of the first experience (the affine
   parameters still train), so the network the penalty protects is the one that is evaluated.
 
+Optionally `prepare_inputs(x) -> x'`: what a batch of raw inputs needs before `forward` (pretrained
+backbones: the weights' resize and normalisation, and with the feature cache the frozen backbone). The
+runner applies it once to every experience's stored tensors before training (clexp/models/pretrained.py);
+`forward` then takes the prepared inputs.
+
 `ContinualClassifier(features, feature_dim, n_outputs, n_heads, freeze_norm_stats)` implements all
 of it around any backbone: a factory of your own can build its backbone and return that.
 """
