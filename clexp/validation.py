@@ -36,6 +36,9 @@ def validate(cfg: DictConfig) -> Components:
             raise ConfigError(f"scenario.{err.key}", err.value, err.allowed) from None
     sc.check_heads(bool(cfg.model.get("multihead")))
     _check_model(cfg)
+    from clexp.augment import parse as parse_augment  # imports torch: in the second pass
+
+    parse_augment(cfg.dataset.get("augment"))  # names and values; what depends on the data: once it is read
     _validate_devices(cfg.trainer)
     return parts
 
@@ -59,9 +62,6 @@ def validate_light(cfg: DictConfig) -> None:
 
     _validate_evaluation(cfg)  # train.val_fraction, objective, eval.*
 
-    from clexp.augment import parse as parse_augment
-
-    parse_augment(cfg.dataset.get("augment"))  # names and values; what depends on the data: once it is read
     check_method_keys(cfg.method)  # `+method.lam=10` with SI: a key nothing reads
     lr = cfg.optimizer.get("lr") if isinstance(cfg.get("optimizer"), DictConfig) else None
     if lr is not None:
