@@ -108,13 +108,18 @@ def build_named(nodes: DictConfig | None, path: str) -> list:
     return [b for b in built if b is not None]
 
 
+def check_lr(node: DictConfig) -> None:
+    """`optimizer.lr` > 0 (torch's own optimizers accept lr=0; a torch-free check)."""
+    if isinstance(node, DictConfig) and "lr" in node:
+        check_number("optimizer.lr", node.get("lr"), low=0, low_open=True)
+
+
 def build_optimizer(node: DictConfig) -> Callable:
     """The optimizer factory (`_partial_`), tried once on a dummy parameter so that its own checks
     run now, before any data is read."""
     import torch
 
-    if "lr" in node:
-        check_number("optimizer.lr", node.get("lr"), low=0, low_open=True)
+    check_lr(node)
     factory = build(node, "optimizer")
     probe = torch.nn.Parameter(torch.zeros(1))
     try:

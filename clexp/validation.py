@@ -13,7 +13,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from clexp.argspec import check_args, static_rules
-from clexp.build import Components, components, in_user_terms
+from clexp.build import Components, check_lr, components, in_user_terms
 from clexp.errors import ConfigError, is_number
 from clexp.errors import check as _check
 from clexp.overrides import check_method_keys
@@ -63,9 +63,7 @@ def validate_light(cfg: DictConfig) -> None:
     _validate_evaluation(cfg)  # train.val_fraction, objective, eval.*
 
     check_method_keys(cfg.method)  # `+method.lam=10` with SI: a key nothing reads
-    lr = cfg.optimizer.get("lr") if isinstance(cfg.get("optimizer"), DictConfig) else None
-    if lr is not None:
-        _check(is_number(lr) and lr > 0, "optimizer.lr", lr, "a number > 0")
+    check_lr(cfg.get("optimizer"))
     for path, node in _target_nodes(cfg):
         _check_node(node, path)
 

@@ -123,22 +123,10 @@ def fetch_meta(root: Path, names: list[str], download: bool) -> list[str]:
     for name in names:
         path = root / name
         url, md5 = META[name]
-        if name.endswith(".zip"):
-            if path.exists() and extracted_marker(path).exists():
-                continue
-            if not path.exists():
-                if not download:
-                    failures.append(f"{name} is not in {root}")
-                    continue
-                try:
-                    fetch(url, path, md5)
-                except DataError as err:
-                    failures.append(str(err))
-                    continue
-            else:
-                check_md5(path, md5, url)
-            extract_zip(path, root)
-        elif not path.exists():
+        zipped = name.endswith(".zip")
+        if zipped and path.exists() and extracted_marker(path).exists():
+            continue
+        if not path.exists():
             if not download:
                 failures.append(f"{name} is not in {root}")
                 continue
@@ -146,6 +134,11 @@ def fetch_meta(root: Path, names: list[str], download: bool) -> list[str]:
                 fetch(url, path, md5)
             except DataError as err:
                 failures.append(str(err))
+                continue
+        elif zipped:
+            check_md5(path, md5, url)
+        if zipped:
+            extract_zip(path, root)
     return failures
 
 
