@@ -67,6 +67,9 @@ GRID = {
     "l2": ("lam", [0.001, 0.003, 0.01, 0.03, 0.1]),
     "lwf": ("lam", [0.1, 0.3, 1, 3]),
     "kfac_ewc": ("lam", [0.1, 0.3, 1, 3, 10]),
+    "ewcpp": ("lam", [1, 3, 10, 30, 100]),
+    # the paper form's scores are loss changes per unit of KL summed over the intervals: ~1e3 here
+    "rwalk": ("lam", [1e-6, 3e-6, 1e-5, 3e-5, 1e-4]),
 }
 QUICK_GRID = {method: (key, [values[0], values[-1]]) for method, (key, values) in GRID.items()}
 _RUNS = count()  # run folder numbers

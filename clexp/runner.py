@@ -2,6 +2,19 @@
 callbacks evaluate (accuracy matrix) and consolidate (the method's callbacks), and a stream
 checkpoint is saved. What is built from the config comes from `clexp.build.components`; what is
 written at the end from `clexp.results.collect`.
+
+Streams without boundary events:
+- blurry (`scenario.boundaries=blurry`): the training data of neighbouring experiences mix near each
+  boundary (`clexp.stream.blur_boundaries`, after the validation split is carved) and each experience
+  trains in that fixed order (no reshuffling: the position of a sample is what the blur is about);
+- task-free (`scenario.task_free=true`): one continuous run of `train.iterations` optimizer steps over
+  the whole stream, the experiences in order, each its share of the steps in proportion to its
+  training data (`task_free_steps`). The experiences are still fitted one after the other — so the
+  accuracy matrix is still evaluated at the original experience ends (and anytime evaluation every N
+  steps where it is on) — but nothing else happens there: the module's `task_free` flag tells the
+  method callbacks that there is no boundary (they consolidate every `method.consolidate_every`
+  steps), and the optimizer's state carries over from one fit to the next (saved in the stream
+  checkpoints, like the method callbacks' running sums: a resumed run is bit for bit the same).
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ from clexp.data.images import cat_inputs, first_input, is_lazy
 from clexp.loader import StreamingLoader, TensorLoader
 from clexp.module import ContinualModule
 from clexp.results import collect, finish_outputs
-from clexp.stream import carve_validation
+from clexp.stream import blur_boundaries, carve_validation
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +57,13 @@ class StreamRunner:
         self.stream = carve_validation(load_stream(cfg, parts.scenario), cfg.train.get("val_fraction") or 0,
                                        int(cfg.seed))
         self.augment = build_augment(cfg, self.stream)  # dataset.augment, checked against the data
+        self.blurry = getattr(parts.scenario, "boundaries", "sharp") == "blurry"
+        if self.blurry:
+            blur_boundaries(self.stream, parts.scenario.blur, int(cfg.seed))
+        self.task_free = bool(getattr(parts.scenario, "task_free", False))
+        self.task_free_steps = task_free_steps(cfg.train.iterations, [len(e.y_train) for e in self.stream]) \
+            if self.task_free else None
+        self.optimizer_state: list[dict] | None = None  # task-free: the optimizer carried from fit to fit
         self.model = build_model(cfg, self.stream)
         if callable(getattr(self.model, "prepare_inputs", None)):  # pretrained backbones: resize and normalise
             from clexp.models.pretrained import preparation_device, prepare_stream  # (and the feature cache), once
@@ -52,6 +72,9 @@ class StreamRunner:
         self.module = ContinualModule(self.model, parts.optimizer, parts.regularizer, self.stream.task_masks,
                                       gradient_clip_val=cfg.trainer.get("gradient_clip_val"), augment=self.augment)
         self.module.n_experiences = len(self.stream)
+        self.module.task_free = self.task_free  # the method callbacks: no boundary events
+        self.module.online_importance = bool(cfg.train.get("online", False))  # importances from the batches
+        self.method_callbacks = list(parts.method_callbacks)
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
         every = (cfg.get("eval") or {}).get("every_n_steps")  # anytime evaluation: off (absent) unless set
         self.anytime = AnytimeEvaluation(self.stream, every, cfg.eval.get("anytime_samples", 256), int(cfg.seed),
@@ -84,6 +107,8 @@ class StreamRunner:
     def trainer(self, i: int, done_epochs: int = 0, done_steps: int = 0) -> pl.Trainer:
         """A fresh Trainer for experience i (minus the epochs/steps a resumed run already did)."""
         epochs, iterations = self.cfg.train.epochs, self.cfg.train.iterations
+        if self.task_free:
+            iterations = self.task_free_steps[i]
         return self.make_trainer(
             max_epochs=-1 if iterations is not None else epochs - done_epochs,
             max_steps=iterations - done_steps if iterations is not None else -1,
@@ -99,7 +124,8 @@ class StreamRunner:
         seen = self.stream.experiences[: i + 1] if self.cfg.method.get("joint") else [self.stream[i]]
         x = cat_inputs([e.x_train for e in seen])
         y, t = (torch.cat(parts) for parts in zip(*[(e.y_train, e.t_train) for e in seen]))
-        order = dict(batch_size=self.cfg.train.batch_size, shuffle=True, seed=self.cfg.seed * 1000 + i,
+        # a blurry stream trains in its fixed order (clexp.stream.blur_boundaries)
+        order = dict(batch_size=self.cfg.train.batch_size, shuffle=not self.blurry, seed=self.cfg.seed * 1000 + i,
                      rank=trainer.global_rank, world_size=trainer.world_size)
         loader = StreamingLoader(x, (y, t), **order) if is_lazy(x) else TensorLoader((x, y, t), **order)
         return loader.to(trainer.strategy.root_device)
@@ -146,7 +172,7 @@ class StreamRunner:
         done_steps = point["step"] if point else 0
         trainer = self.trainer(i, done_epochs, done_steps)
         loader = self.loader(i, trainer)
-        self.checkpoints.begin(loader, i, self.steps, point)
+        self.checkpoints.begin(loader, i, self.steps, point, self.optimizer_state if self.task_free else None)
         self.compute.begin(point is not None)
         if self.anytime:
             self.anytime.begin(i, self.steps, done_steps)
@@ -166,6 +192,8 @@ class StreamRunner:
             getattr(loader, "close", lambda: None)()  # the streaming loader's worker processes
         self.module.resumed_mid_experience = False
         self.train_seconds[i:] = [time.perf_counter() - t0]
+        if self.task_free:  # the next experience goes on with this optimizer's state
+            self.optimizer_state = [opt.state_dict() for opt in trainer.optimizers]
         self.compute.end(i, done_steps + trainer.global_step)
         self.steps += done_steps + trainer.global_step
         self.is_global_zero = trainer.is_global_zero
@@ -186,6 +214,10 @@ class StreamRunner:
             "train_seconds": list(self.train_seconds),
             "torch_rng": torch.get_rng_state(),
             "wandb_id": getattr(self.logger, "version", None) if self.logger is not None else None,
+            # the method callbacks' own running state (batch sums of a task-free stream, ...)
+            "method_callbacks": [cb.stream_state() if hasattr(cb, "stream_state") else None
+                                 for cb in self.method_callbacks],
+            "optimizers": self.optimizer_state,  # task-free: carried over the experience ends
         }
 
     def restore(self, state: dict) -> None:
@@ -198,12 +230,32 @@ class StreamRunner:
             self.compute.load_state_dict(state["compute"])
         self.train_seconds = list(state["train_seconds"])
         self.steps = int(state["steps"])
+        for cb, saved in zip(self.method_callbacks, state.get("method_callbacks") or []):
+            if saved is not None and hasattr(cb, "load_stream_state"):
+                cb.load_stream_state(saved)
+        self.optimizer_state = state.get("optimizers")
         if state["finished"]:
             self.start_experience = int(state["experience"]) + 1
             torch.set_rng_state(state["torch_rng"])
         else:
             self.start_experience = int(state["experience"])
             self.resume_point = state["point"] | {"torch_rng": state["torch_rng"]}
+
+
+def task_free_steps(iterations: int, sizes: list[int]) -> list[int]:
+    """Each experience's share of a task-free stream's `iterations` optimizer steps, in proportion to
+    its training data: experience i ends at step round(iterations · (n_0 + … + n_i) / N)."""
+    total, ends, seen = sum(sizes), [], 0
+    for n in sizes:
+        seen += n
+        ends.append(round(iterations * seen / total))
+    steps = [b - a for a, b in zip([0, *ends[:-1]], ends)]
+    if min(steps) < 1:
+        from clexp.errors import ConfigError
+
+        raise ConfigError("train.iterations", iterations, f"enough steps for every experience of the task-free "
+                          f"stream to get one (its shares: {steps})")
+    return steps
 
 
 @rank_zero_only

@@ -22,7 +22,7 @@ import torch
 
 from clexp.argspec import check_args
 from clexp.data.base import SourceData
-from clexp.data.images import is_lazy
+from clexp.data.images import cat_inputs, is_lazy
 from clexp.errors import ConfigError, check, check_number
 
 INCREMENTAL = ("task", "domain", "class")
@@ -43,9 +43,14 @@ class Experience:
     # the validation split carved out of the training data (`train.val_fraction`); None without one
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
+    # blurry boundaries (`blur_boundaries`): the task id of each training sample, some of which come
+    # from a neighbouring experience; None: every sample is this experience's own
+    task_train: torch.Tensor | None = None
 
     @property
     def t_train(self) -> torch.Tensor:
+        if self.task_train is not None:
+            return self.task_train
         return torch.full((len(self.y_train),), self.index, dtype=torch.int64)
 
     @property
@@ -147,6 +152,74 @@ def carve_validation(stream: Stream, fraction: float, seed: int) -> Stream:
         e.x_val, e.y_val = e.x_train[val], e.y_train[val]
         e.x_train, e.y_train = e.x_train[keep], e.y_train[keep]
     return stream
+
+
+# ------------------------------------------------------------------------------ blurry boundaries
+
+BOUNDARIES = ("sharp", "blurry")
+
+
+def blur_seed(seed: int, experience: int) -> int:
+    """The seed of experience `experience`'s training order and of the swaps at its start boundary:
+    the run's seed and the experience only (never the method)."""
+    return 3_000_017 * int(seed) + 15_485_863 * (int(experience) + 1) + 7
+
+
+def swap_probabilities(m: int) -> torch.Tensor:
+    """p_j = ½·(1 − (j + ½)/m), j = 0 … m − 1: the chance that the j-th pair of positions counted from a
+    boundary exchanges its samples (½ next to the boundary, falling linearly to 0 at distance m)."""
+    j = torch.arange(m, dtype=torch.float64)
+    return 0.5 * (1 - (j + 0.5) / m) if m else j
+
+
+def blur_boundaries(stream: Stream, blur: float, seed: int) -> Stream:
+    """Blurry boundaries, in place: neighbouring experiences' training data mix near each boundary.
+
+    The rule (the training data only; validation splits and test sets stay pure):
+
+    1. each experience's training samples are put in a seeded random order (`blur_seed(seed, k)`),
+       which is also the order they are trained in (the runner does not reshuffle a blurry stream);
+    2. at the boundary between experiences k − 1 and k (sizes n₁, n₂), m = ⌊blur · min(n₁, n₂) / 2⌋
+       pairs of positions mirror each other: pair j (j = 0 … m − 1) is the (j + 1)-th position from the
+       end of experience k − 1 and the (j + 1)-th from the start of experience k; the two samples of a
+       pair are exchanged with probability p_j = ½·(1 − (j + ½)/m) (`swap_probabilities`);
+    3. a moved sample keeps its label and its own task id (`Experience.task_train`: the head or mask
+       task-IL uses), so it is a foreign sample where it now stands.
+
+    Hence the expected share of foreign samples at distance j from a boundary is p_j, on both sides:
+    ½ right at it, falling linearly to 0 at distance m; none further in. An experience's windows at its
+    two ends never overlap (2m ≤ blur · n < n). With equal sizes n the expected foreign share of an
+    inner experience is blur/4 (m·½ foreign samples at each end), blur/8 for the first and the last.
+    Sizes do not change and every sample is still trained once per pass. `blur` in [0, 1); 0 changes
+    nothing but the fixed order.
+    """
+    check_number("blur", blur, low=0, high=1, high_open=True)
+    for e in stream.experiences:
+        g = torch.Generator().manual_seed(blur_seed(seed, e.index))
+        order = torch.randperm(len(e.y_train), generator=g)
+        e.x_train, e.y_train = e.x_train[order], e.y_train[order]
+        e.task_train = torch.full((len(e.y_train),), e.index, dtype=torch.int64)
+    for k in range(1, len(stream.experiences)):
+        a, b = stream.experiences[k - 1], stream.experiences[k]
+        m = int(math.floor(blur * min(len(a.y_train), len(b.y_train)) / 2 + 1e-9))
+        if m == 0:
+            continue
+        g = torch.Generator().manual_seed(blur_seed(seed, k) + 1)
+        j = torch.arange(m)[torch.rand(m, generator=g, dtype=torch.float64) < swap_probabilities(m)]
+        na = len(a.y_train)
+        ia, ib = na - 1 - j, j
+        idx_a, idx_b = torch.arange(na), torch.arange(na, na + len(b.y_train))  # positions in a ++ b
+        idx_a[ia], idx_b[ib] = na + ib, ia
+        for name in ("x_train", "y_train", "task_train"):  # by indexing: tensors, and inputs read from files
+            both = cat_inputs([getattr(a, name), getattr(b, name)])
+            setattr(a, name, both[idx_a])
+            setattr(b, name, both[idx_b])
+    return stream
+
+
+def foreign_share(stream: Stream) -> list[torch.Tensor]:
+    """Per experience, a bool per training position: the sample there comes from another experience."""
+    return [e.t_train != e.index for e in stream.experiences]
 
 
 def class_order(n_classes: int, order: list[int] | None, shuffle: bool, seed: int) -> list[int]:
@@ -288,21 +361,29 @@ class Scenario:
     `seed` (null: the run's seed) draws the class order, permutations... ; `name` prefixes the
     stream's name; `use_first=k` keeps only the first k experiences (tuning on the first k, Chaudhry
     et al. 2019: the same classes, permutations and model as the whole stream, cut short).
-    Subclasses check their own values when constructed (before any data is read).
+    `boundaries`: `sharp`, or `blurry` (neighbouring experiences' training data mix near each boundary,
+    `blur` the width: `blur_boundaries`, applied by the runner after the validation split is carved).
+    `task_free`: the runner trains the stream as one continuous run without boundary events
+    (clexp/runner.py). Subclasses check their own values when constructed (before any data is read).
     """
 
     ARGS = {"incremental": ("choice", INCREMENTAL), "n_experiences": ("int", {}),
-            "seed": ("int", {"low": 0, "allow_none": True}), "use_first": ("int", {"allow_none": True})}
+            "seed": ("int", {"low": 0, "allow_none": True}), "use_first": ("int", {"allow_none": True}),
+            "boundaries": ("choice", ("sharp", "blurry")),
+            "blur": ("number", {"low": 0, "high": 1, "high_open": True})}
 
     def __init__(self, incremental: str = "class", n_experiences: int = 5, seed: int | None = None,
-                 name: str | None = None, use_first: int | None = None):
+                 name: str | None = None, use_first: int | None = None, boundaries: str = "sharp",
+                 blur: float = 0.2, task_free: bool = False):
         check_args(Scenario.ARGS, incremental=incremental, n_experiences=n_experiences, seed=seed,
-                   use_first=use_first)
+                   use_first=use_first, boundaries=boundaries, blur=blur)
+        check(isinstance(task_free, bool), "task_free", task_free, "true or false")
         check(use_first is None or use_first <= n_experiences, "use_first", use_first,
               f"at most scenario.n_experiences ({n_experiences}), or null for the whole stream")
         self.incremental, self.n_experiences, self.seed = incremental, int(n_experiences), seed
         self.use_first = None if use_first is None else int(use_first)
         self.name = name or type(self).__name__.lower()
+        self.boundaries, self.blur, self.task_free = boundaries, float(blur), bool(task_free)
 
     def check_heads(self, multihead: bool) -> None:
         """One head per experience needs the task id: task-IL only (checked before data is read, too)."""
@@ -329,8 +410,8 @@ class Split(Scenario):
 
     def __init__(self, incremental: str = "class", n_experiences: int = 5, class_order: list[int] | None = None,
                  shuffle_classes: bool = False, seed: int | None = None, name: str = "split",
-                 use_first: int | None = None):
-        super().__init__(incremental, n_experiences, seed, name, use_first)
+                 use_first: int | None = None, boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False):
+        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free)
         self.class_order = None if class_order is None else [int(c) for c in class_order]
         self.shuffle_classes = bool(shuffle_classes)
 
@@ -350,8 +431,9 @@ class Permuted(Scenario):
     """Every experience holds all classes behind its own fixed, seeded pixel permutation."""
 
     def __init__(self, incremental: str = "domain", n_experiences: int = 5, first_identity: bool = True,
-                 seed: int | None = None, name: str = "permuted", use_first: int | None = None):
-        super().__init__(incremental, n_experiences, seed, name, use_first)
+                 seed: int | None = None, name: str = "permuted", use_first: int | None = None,
+                 boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False):
+        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free)
         self.first_identity = bool(first_identity)
 
     def build(self, data, multihead, seed):
@@ -363,8 +445,8 @@ class Rotated(Scenario):
 
     def __init__(self, incremental: str = "domain", n_experiences: int = 5, angles: list[float] | None = None,
                  max_angle: float = 180.0, seed: int | None = None, name: str = "rotated",
-                 use_first: int | None = None):
-        super().__init__(incremental, n_experiences, seed, name, use_first)
+                 use_first: int | None = None, boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False):
+        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free)
         if angles is not None and len(angles) != self.n_experiences:
             raise ConfigError("angles", list(angles), f"one angle per experience ({self.n_experiences})")
         check_number("max_angle", max_angle)

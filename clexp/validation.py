@@ -39,6 +39,8 @@ def validate(cfg: DictConfig) -> Components:
     from clexp.augment import parse as parse_augment  # imports torch: in the second pass
 
     parse_augment(cfg.dataset.get("augment"))  # names and values; what depends on the data: once it is read
+    if getattr(sc, "task_free", False):
+        _validate_task_free(cfg, parts)
     _validate_devices(cfg.trainer)
     return parts
 
@@ -59,6 +61,8 @@ def validate_light(cfg: DictConfig) -> None:
            "an integer >= 1")
     _check(isinstance(train.eval_batch_size, int) and train.eval_batch_size >= 1, "train.eval_batch_size",
            train.eval_batch_size, "an integer >= 1")
+    online = train.get("online", False)
+    _check(isinstance(online, bool), "train.online", online, "true or false")
 
     _validate_evaluation(cfg)  # train.val_fraction, objective, eval.*
 
@@ -109,6 +113,24 @@ def _check_model(cfg: DictConfig) -> None:
     check_config = getattr(factory, "check_config", None)
     if callable(check_config):
         check_config(cfg)
+
+
+def _validate_task_free(cfg: DictConfig, parts: Components) -> None:
+    """A task-free stream: its length, and methods that need boundaries told how often to consolidate."""
+    iterations = cfg.train.get("iterations")
+    n = parts.scenario.use_first or parts.scenario.n_experiences
+    _check(iterations is not None, "train.iterations", iterations,
+           "an integer >= 1 in a task-free stream (scenario.task_free=true): the optimizer steps of the whole stream")
+    _check(iterations >= n, "train.iterations", iterations,
+           f"at least the number of experiences ({n}) in a task-free stream: the steps of the whole stream")
+    _check(not cfg.method.get("joint"), "method.joint", True,
+           "false in a task-free stream (training on the union of the experiences so far needs their boundaries)")
+    for cb in parts.method_callbacks:
+        if getattr(cb, "needs_boundaries", False) and getattr(cb, "consolidate_every", None) is None:
+            raise ConfigError("method.consolidate_every", None,
+                              f"an integer >= 1: method={cfg.method.name} consolidates at experience boundaries, "
+                              "which a task-free stream (scenario.task_free=true) has none of; set "
+                              "method.consolidate_every=N to consolidate every N optimizer steps")
 
 
 def _validate_devices(t: DictConfig) -> None:

@@ -24,7 +24,7 @@ from clexp.module import ContinualModule
 from tests.cases import SHARED_CLASSIFIER
 from tests.conftest import compose
 
-METHODS = ["ewc", "online_ewc", "si", "mas", "l2", "kfac_ewc"]
+METHODS = ["ewc", "online_ewc", "si", "mas", "l2", "kfac_ewc", "ewcpp", "rwalk"]
 N, BATCH, STEPS = 48, 16, 6
 
 

@@ -56,7 +56,8 @@ def test_a_rerun_continues_the_study_without_rewriting_its_jobs(tmp_path):
 
 
 @pytest.mark.parametrize("method,low,high", [("ewc", 1, 100), ("online_ewc", 1, 100), ("kfac_ewc", 0.01, 3),
-                                             ("mas", 0.001, 0.3), ("l2", 0.001, 1), ("lwf", 0.03, 3)])
+                                             ("mas", 0.001, 0.3), ("l2", 0.001, 1), ("lwf", 0.03, 3),
+                                             ("ewcpp", 1, 100), ("rwalk", 1e-7, 1e-5)])
 def test_each_method_gets_its_own_search_range(method, low, high):
     from hydra import compose, initialize_config_dir
 

@@ -28,10 +28,13 @@ class StreamCheckpoint(pl.Callback):
         self.path, self.state_fn, self.every = Path(path), state_fn, every_n_steps
         self.kill_at = int(os.environ[KILL_ENV]) if os.environ.get(KILL_ENV) else None
 
-    def begin(self, loader, experience: int, steps_before: int, point: dict | None) -> None:
+    def begin(self, loader, experience: int, steps_before: int, point: dict | None,
+              carried: list[dict] | None = None) -> None:
         """Before experience `experience`'s `fit`: its loader, the stream's optimizer steps before it,
-        and the mid-experience point it resumes from (or None)."""
+        the mid-experience point it resumes from (or None), and the optimizer state a task-free stream
+        carries over from the previous experience (or None: a fresh optimizer)."""
         self.loader, self.experience, self.steps_before, self.point = loader, experience, steps_before, point
+        self.carried = carried
         self.done_steps = point["step"] if point else 0
         self.done_epochs = point["epoch"] if point else 0
         self.t0 = time.perf_counter() - (point["seconds"] if point else 0.0)
@@ -41,9 +44,9 @@ class StreamCheckpoint(pl.Callback):
         checkpoint.save_atomic(self.state_fn(experience, True), self.path)
 
     def on_train_start(self, trainer, pl_module):
-        if self.point is not None:
-            for opt, saved in zip(trainer.optimizers, self.point["optimizers"]):
-                opt.load_state_dict(saved)
+        saved_states = self.point["optimizers"] if self.point is not None else getattr(self, "carried", None)
+        for opt, saved in zip(trainer.optimizers, saved_states or []):
+            opt.load_state_dict(saved)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = self.done_steps + trainer.global_step  # optimizer steps in this experience

@@ -11,7 +11,7 @@ import torch
 
 from clexp.argspec import check_args, rules_of
 from clexp.curvature.fisher import FISHER_VARIANTS
-from clexp.methods.base import ImportanceCallback, experience_shard, over_chunks
+from clexp.methods.base import ImportanceCallback, batch_generator, batch_mean, experience_shard, over_chunks
 from clexp.methods.quadratic import QuadraticPenalty
 
 
@@ -31,18 +31,22 @@ class FisherImportance(ImportanceCallback):
     `chunk_size` bounds memory only (inputs per batched backward). `batch_size` is the batch
     variant's mini-batch size B — the training batch size (the configs pass `train.batch_size`):
     the batch Fisher squares mini-batch gradients, ≈ 1/B of the empirical Fisher; required for it.
+    From the training batches (task-free streams, `train.online`): the same variant on each batch
+    right after its step, averaged over the batches since the last consolidation (`batch` there
+    squares each training batch's gradient: B = the batch's size).
     """
 
     VARIANTS = FISHER_VARIANTS
     ARGS = {"variant": ("choice", FISHER_VARIANTS), "samples": ("int", {}),
             "max_samples": ("int", {"allow_none": True}), "chunk_size": ("int", {}),
-            "batch_size": ("int", {"allow_none": True})}
+            "batch_size": ("int", {"allow_none": True}), "consolidate_every": ("int", {"allow_none": True})}
 
     def __init__(self, variant: str = "exact", samples: int = 1, max_samples: int | None = None,
-                 chunk_size: int = 256, seed: int = 0, plot: bool = True, batch_size: int | None = None):
+                 chunk_size: int = 256, seed: int = 0, plot: bool = True, batch_size: int | None = None,
+                 consolidate_every: int | None = None):
         check_args(rules_of(type(self)), variant=variant, samples=samples, max_samples=max_samples,
-                   chunk_size=chunk_size, batch_size=batch_size)
-        super().__init__(plot)
+                   chunk_size=chunk_size, batch_size=batch_size, consolidate_every=consolidate_every)
+        super().__init__(plot, consolidate_every)
         if variant == "batch" and batch_size is None:
             raise ValueError("FisherImportance(variant='batch') needs batch_size, the training batch size "
                              "(method configs pass batch_size: ${train.batch_size})")
@@ -65,3 +69,12 @@ class FisherImportance(ImportanceCallback):
             return over_chunks(trainer, pl_module, x, y, fisher, self.batch_size,
                                lambda n: -(-n // self.batch_size), desc="Fisher")
         return over_chunks(trainer, pl_module, x, y, fisher, desc="Fisher")
+
+    def estimate_batch(self, trainer, pl_module, x, y, t):
+        """The same Fisher on one training batch (task-free streams, the online setting)."""
+        from clexp.curvature import diag_fisher
+
+        g = batch_generator(pl_module, self.seed, trainer)
+        return batch_mean(pl_module, x, y, t, lambda xs, ys, mask: diag_fisher(
+            pl_module.model, xs, ys, variant=self.variant, samples=self.samples, chunk_size=self.chunk_size,
+            output_mask=mask, generator=g, batch_size=len(xs)))

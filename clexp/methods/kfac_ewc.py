@@ -25,7 +25,7 @@ from torch import nn
 
 from clexp.argspec import check_args
 from clexp.curvature.kronecker import hooked_layers, weight_matrix
-from clexp.methods.base import Regularizer, experience_shard, over_chunks
+from clexp.methods.base import Regularizer, batch_generator, batch_mean, experience_shard, over_chunks
 from clexp.methods.ewc import FisherImportance
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
@@ -149,21 +149,19 @@ class KroneckerPenalty(Regularizer):
 class KFACImportance(FisherImportance):
     """Kronecker factors of the Linear / Conv2d layers (exact over classes, or sampled) and the
     diagonal Fisher of the other parameters, consolidated into a `KroneckerPenalty`. Same options as
-    `FisherImportance` (variant: exact or sampled)."""
+    `FisherImportance` (variant: exact or sampled); from the training batches (task-free streams,
+    `train.online`) the factors and the diagonal are means over the batches since the last consolidation."""
 
     VARIANTS = ("exact", "sampled")
     ARGS = {"variant": ("choice", VARIANTS)}  # over FisherImportance's rules
 
-    def on_train_end(self, trainer, pl_module):
-        from clexp.curvature import diag_fisher, kfac_diagonal, kfac_factors
+    def _statistics(self, pl_module, mask, g):
+        """`estimate(x, y, reduce)` → {"factors": ..., "diagonal": ...}: means over the inputs."""
+        from clexp.curvature import diag_fisher, kfac_factors
 
-        x, y = experience_shard(trainer, pl_module, self.max_samples, self.seed)
-        i = int(pl_module.experience)
-        mask = pl_module.output_mask(i)
-        g = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104729 + i)
         model, reg = pl_module.model, pl_module.regularizer
 
-        def estimate(xc, yc, reduce):
+        def estimate(xc, yc, reduce=True):
             out = {"factors": kfac_factors(model, xc, self.variant, self.samples, self.chunk_size, mask, g, reduce)}
             if reg.diag.names:
                 variant = "exact" if self.variant == "exact" else "sampled"
@@ -172,9 +170,25 @@ class KFACImportance(FisherImportance):
                 out["diagonal"] = {n: full[n] for n in reg.diag.names}
             return out
 
+        return estimate
+
+    def estimate(self, trainer, pl_module):
+        x, y = experience_shard(trainer, pl_module, self.max_samples, self.seed)
+        i = int(pl_module.experience)
+        g = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104729 + i)
         # files: each chunk read once for both statistics
-        out = over_chunks(trainer, pl_module, x, y, estimate, desc="KFAC factors")
-        factors, diagonal = out.get("factors", {}), out.get("diagonal", {})
+        return over_chunks(trainer, pl_module, x, y, self._statistics(pl_module, pl_module.output_mask(i), g),
+                           desc="KFAC factors")
+
+    def estimate_batch(self, trainer, pl_module, x, y, t):
+        g = batch_generator(pl_module, self.seed, trainer)
+        return batch_mean(pl_module, x, y, t, lambda xs, ys, mask: self._statistics(pl_module, mask, g)(xs, ys))
+
+    def apply(self, trainer, pl_module, importance):
+        from clexp.curvature import kfac_diagonal
+
+        model, reg = pl_module.model, pl_module.regularizer
+        factors, diagonal = importance.get("factors", {}), importance.get("diagonal", {})
         reg.consolidate(factors, diagonal, model)
         if self.plot and trainer.is_global_zero:
             shown = dict(diagonal)

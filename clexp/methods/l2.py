@@ -34,8 +34,8 @@ class L2Penalty(QuadraticPenalty):
 class UniformImportance(ImportanceCallback):
     """Ω = 1 for every parameter element used so far (moved during a trained experience), else 0."""
 
-    def __init__(self, plot: bool = False):
-        super().__init__(plot)
+    def __init__(self, plot: bool = False, consolidate_every: int | None = None):
+        super().__init__(plot, consolidate_every)
 
     def on_train_start(self, trainer, pl_module):
         reg = pl_module.regularizer

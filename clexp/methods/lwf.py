@@ -143,9 +143,47 @@ class Distillation(Regularizer):
 
 class DistillationTeacher(pl.Callback):
     """At the end of each experience the model becomes the frozen teacher for the next ones; with
-    task masks (task-IL, one shared head) each old task is distilled over its own outputs."""
+    task masks (task-IL, one shared head) each old task is distilled over its own outputs.
+
+    Task-free streams (no end of an experience) need `consolidate_every`: every that many optimizer
+    steps the model becomes the teacher, and the outputs (per task id) of the batches trained since the
+    last consolidation become old outputs — what the learner has seen, not the experiences' class lists.
+    """
+
+    needs_boundaries = True
+
+    def __init__(self, consolidate_every: int | None = None):
+        from clexp.errors import check_int
+
+        check_int("consolidate_every", consolidate_every, allow_none=True)
+        self.consolidate_every = consolidate_every
+        self.seen: dict[int, set[int]] = {}  # task id → outputs seen since the last consolidation
 
     def on_train_end(self, trainer, pl_module):
+        from clexp.methods.base import task_free
+
+        if task_free(pl_module):
+            return
         exp = pl_module.current_experience
         pl_module.regularizer.consolidate(pl_module.model, exp.output_classes, exp.index,
                                           per_task=pl_module.task_masks is not None)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        from clexp.methods.base import stream_step, task_free
+
+        if not task_free(pl_module):
+            return
+        _, y, t = batch[:3]
+        for task, out in torch.unique(torch.stack([t, y]), dim=1).t().tolist():
+            self.seen.setdefault(int(task), set()).add(int(out))
+        if self.consolidate_every and stream_step(trainer) % self.consolidate_every == 0:
+            for task, outs in sorted(self.seen.items()):
+                pl_module.regularizer.consolidate(pl_module.model, sorted(outs), task,
+                                                  per_task=pl_module.task_masks is not None)
+            self.seen = {}
+
+    def stream_state(self) -> dict:
+        return {"seen": {k: sorted(v) for k, v in self.seen.items()}}
+
+    def load_stream_state(self, state: dict) -> None:
+        self.seen = {int(k): set(v) for k, v in state.get("seen", {}).items()}

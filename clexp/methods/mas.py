@@ -4,7 +4,7 @@ inputs of the per-sample |∂‖f(x)‖²₂/∂θ| (no labels), accumulated ove
 from __future__ import annotations
 
 from clexp.argspec import check_args
-from clexp.methods.base import ImportanceCallback, experience_shard, over_chunks
+from clexp.methods.base import ImportanceCallback, batch_mean, experience_shard, over_chunks
 from clexp.methods.quadratic import QuadraticPenalty
 
 
@@ -21,11 +21,14 @@ class MASPenalty(QuadraticPenalty):
 class MASImportance(ImportanceCallback):
     """Mean per-sample |∂‖f(x)‖²/∂θ| over the experience's inputs."""
 
-    ARGS = {"max_samples": ("int", {"allow_none": True}), "chunk_size": ("int", {})}
+    ARGS = {"max_samples": ("int", {"allow_none": True}), "chunk_size": ("int", {}),
+            "consolidate_every": ("int", {"allow_none": True})}
 
-    def __init__(self, max_samples: int | None = None, chunk_size: int = 256, seed: int = 0, plot: bool = True):
-        check_args(MASImportance.ARGS, max_samples=max_samples, chunk_size=chunk_size)
-        super().__init__(plot)
+    def __init__(self, max_samples: int | None = None, chunk_size: int = 256, seed: int = 0, plot: bool = True,
+                 consolidate_every: int | None = None):
+        check_args(MASImportance.ARGS, max_samples=max_samples, chunk_size=chunk_size,
+                   consolidate_every=consolidate_every)
+        super().__init__(plot, consolidate_every)
         self.max_samples, self.chunk_size, self.seed = max_samples, chunk_size, seed
 
     def estimate(self, trainer, pl_module):
@@ -38,3 +41,10 @@ class MASImportance(ImportanceCallback):
             return mas_importance(pl_module.model, xc, chunk_size=self.chunk_size, output_mask=mask, reduce=reduce)
 
         return over_chunks(trainer, pl_module, x, y, mas, desc="MAS importance")
+
+    def estimate_batch(self, trainer, pl_module, x, y, t):
+        """The same mean on one training batch (task-free streams, the online setting)."""
+        from clexp.curvature import mas_importance
+
+        return batch_mean(pl_module, x, y, t, lambda xs, ys, mask: mas_importance(
+            pl_module.model, xs, chunk_size=self.chunk_size, output_mask=mask))

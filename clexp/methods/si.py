@@ -7,6 +7,11 @@ gradient 2·c·Ω(θ − θ*) is added to it. At the boundary: Ω += ω / ((θ_e
 
 The running sums live in the penalty's buffers rather than in the callback: they are then saved in
 stream checkpoints (resume mid-experience) and travel with the module like the importances.
+
+Task-free form (a stream without boundaries, `scenario.task_free=true`): the same path integral,
+consolidated every `consolidate_every` optimizer steps of the stream instead of at boundaries — Ω +=
+ω / ((θ − θ_start)² + ξ) over the steps since the last consolidation, then ω ← 0, θ_start ← θ and the
+anchor θ* ← θ. Nothing else changes: ω never needed a boundary, only its consolidation did.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 from torch import nn
 
 from clexp.argspec import check_args
-from clexp.methods.base import ImportanceCallback
+from clexp.methods.base import ImportanceCallback, task_free
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
 
@@ -63,22 +68,48 @@ def importance(omega, start, params, xi: float) -> list[torch.Tensor]:
     return torch._foreach_div(omega, drift)
 
 
+def task_gradient(trainer, pl_module, grads: list[torch.Tensor]) -> None:
+    """Copy the task loss's gradient into `grads` (in `on_after_backward`: before the module adds the
+    penalty's, callbacks run first); unscaled under mixed precision."""
+    from clexp.module import loss_scale
+
+    for g, p in zip(grads, pl_module.regularizer._params(pl_module.model)):
+        if p.grad is None:
+            g.zero_()
+        else:
+            g.copy_(p.grad)
+    scale = loss_scale(trainer, pl_module.device)
+    if scale is not None:  # mixed precision: the backward's gradients are still scaled
+        torch._foreach_div_(grads, scale)
+
+
+def continuing(trainer, pl_module) -> bool:
+    """True at the start of a fit that continues a path integral: a resumed experience (its sums come
+    from the checkpoint), or any experience but the first of a task-free stream (no boundary there)."""
+    if getattr(pl_module, "resumed_mid_experience", False):
+        return True
+    return task_free(pl_module) and trainer.fit_loop.epoch_loop._batches_that_stepped > 0
+
+
 class PathIntegral(ImportanceCallback):
-    """ω after every optimizer step, consolidated at the boundary with ξ (sums in the penalty's buffers)."""
+    """ω after every optimizer step, consolidated at the boundary with ξ (sums in the penalty's buffers);
+    in a task-free stream every `consolidate_every` steps."""
 
-    ARGS = {"xi": ("number", {"low": 0, "low_open": True})}
+    needs_boundaries = False
 
-    def __init__(self, xi: float = 0.1, plot: bool = True):
-        check_args(PathIntegral.ARGS, xi=xi)
-        super().__init__(plot)
+    ARGS = {"xi": ("number", {"low": 0, "low_open": True}), "consolidate_every": ("int", {"allow_none": True})}
+
+    def __init__(self, xi: float = 0.1, plot: bool = True, consolidate_every: int | None = None):
+        check_args(PathIntegral.ARGS, xi=xi, consolidate_every=consolidate_every)
+        super().__init__(plot, consolidate_every)
         self.xi = xi
 
     def _params(self, pl_module) -> list[torch.Tensor]:
         return [p.detach() for p in pl_module.regularizer._params(pl_module.model)]
 
     def on_train_start(self, trainer, pl_module):
-        if getattr(pl_module, "resumed_mid_experience", False):
-            return  # ω, start and prev come from the checkpoint
+        if continuing(trainer, pl_module):
+            return  # ω, start and prev come from the checkpoint, or go on from the last step
         reg = pl_module.regularizer
         params = self._params(pl_module)
         torch._foreach_copy_(reg.running("start"), params)
@@ -87,21 +118,17 @@ class PathIntegral(ImportanceCallback):
 
     def on_after_backward(self, trainer, pl_module):
         """The task loss's gradient, before the module adds the penalty's (callbacks run first)."""
-        from clexp.module import loss_scale
+        task_gradient(trainer, pl_module, pl_module.regularizer.running("grad"))
 
-        grads = pl_module.regularizer.running("grad")
-        for g, p in zip(grads, pl_module.regularizer._params(pl_module.model)):
-            if p.grad is None:
-                g.zero_()
-            else:
-                g.copy_(p.grad)
-        scale = loss_scale(trainer, pl_module.device)
-        if scale is not None:  # mixed precision: the backward's gradients are still scaled
-            torch._foreach_div_(grads, scale)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def after_step(self, trainer, pl_module, batch):
         reg = pl_module.regularizer
         accumulate(reg.running("omega"), reg.running("prev"), self._params(pl_module), reg.running("grad"))
+
+    def after_consolidation(self, trainer, pl_module):
+        if task_free(pl_module):  # a new stretch of the path starts here (at a boundary: the next on_train_start)
+            reg = pl_module.regularizer
+            torch._foreach_copy_(reg.running("start"), self._params(pl_module))
+            torch._foreach_zero_(reg.running("omega"))
 
     def estimate(self, trainer, pl_module):
         reg = pl_module.regularizer
