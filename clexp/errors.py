@@ -34,8 +34,10 @@ def is_number(value) -> bool:
 
 
 def check_number(key: str, value, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> None:
-    """`value` is a number within the given bounds (closed unless `*_open`)."""
+                 low_open: bool = False, high_open: bool = False, allow_none: bool = False) -> None:
+    """`value` is a number within the given bounds (closed unless `*_open`), or None when `allow_none`."""
+    if value is None and allow_none:
+        return
     ok = is_number(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low

@@ -109,6 +109,11 @@ CASES = [
     (["logger=wandb", "logger.mode=x"], "logger.mode"),
     (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps"),
     (["train.epochs=0"], "train.epochs"),
+    (["method=ewcpp", "method.alpha=0"], "method.alpha"),
+    (["method=rwalk", "method.eps=0"], "method.eps"),
+    (["method=rwalk", "method.variant=both"], "method.variant"),
+    (["method=mas", "method.consolidate_every=0"], "method.consolidate_every"),
+    (["scenario.boundaries=blurry", "scenario.blur=1"], "scenario.blur"),
 ]
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from clexp.data.images import input_batches, is_lazy
-from clexp.errors import check_int
+from clexp.argspec import check_args
 
 # inputs decoded per chunk when importance estimation reads the experience from files
 READ_CHUNK = 1024
@@ -207,8 +207,10 @@ class ImportanceCallback(pl.Callback):
     _sums = None  # the per-batch estimates since the last consolidation (summed, weighted by batch size)
     _count = 0.0
 
+    ARGS = {"consolidate_every": ("int", {"allow_none": True})}
+
     def __init__(self, plot: bool = True, consolidate_every: int | None = None):
-        check_int("consolidate_every", consolidate_every, allow_none=True)
+        check_args(ImportanceCallback.ARGS, consolidate_every=consolidate_every)
         self.plot = plot
         self.consolidate_every = consolidate_every
 

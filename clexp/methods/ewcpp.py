@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from clexp.curvature.fisher import FISHER_VARIANTS
-from clexp.errors import check_choice, check_int, check_number
+from clexp.argspec import check_args
 from clexp.methods.base import ImportanceCallback, batch_generator, batch_mean
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
@@ -69,13 +69,11 @@ class RunningFisherPenalty(QuadraticPenalty):
 class EWCPPPenalty(RunningFisherPenalty):
     """(λ/2)·Σ F* (θ − θ*)², F* the running Fisher at the last consolidation."""
 
+    ARGS = {"lam": ("number", {"low": 0})}
+
     def __init__(self, lam: float):
-        check_number("lam", lam, low=0)
+        check_args(EWCPPPenalty.ARGS, lam=lam)
         super().__init__(lam, factor=0.5)
-
-
-def check_alpha(alpha) -> None:
-    check_number("alpha", alpha, low=0, high=1, low_open=True)
 
 
 @torch.no_grad()
@@ -92,14 +90,13 @@ class OnlineFisher(ImportanceCallback):
     boundary, or every `consolidate_every` optimizer steps in a task-free stream."""
 
     needs_boundaries = False
+    ARGS = {"alpha": ("number", {"low": 0, "high": 1, "low_open": True}), "update_every": ("int", {}),
+            "variant": ("choice", VARIANTS), "samples": ("int", {}), "chunk_size": ("int", {})}
 
     def __init__(self, alpha: float = 0.9, update_every: int = 10, variant: str = "sampled", samples: int = 1,
                  chunk_size: int = 256, seed: int = 0, consolidate_every: int | None = None, plot: bool = True):
-        check_alpha(alpha)
-        check_int("update_every", update_every)
-        check_choice("variant", variant, VARIANTS)
-        check_int("samples", samples)
-        check_int("chunk_size", chunk_size)
+        check_args(OnlineFisher.ARGS, alpha=alpha, update_every=update_every, variant=variant, samples=samples,
+                   chunk_size=chunk_size)
         super().__init__(plot, consolidate_every)
         assert set(VARIANTS) <= set(FISHER_VARIANTS)
         self.alpha, self.update_every, self.variant = float(alpha), int(update_every), variant

@@ -43,8 +43,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.errors import check_choice, check_number
-from clexp.methods.ewcpp import OnlineFisher, RunningFisherPenalty
+from clexp.argspec import check_args
+from clexp.methods.ewcpp import VARIANTS, OnlineFisher, RunningFisherPenalty
 from clexp.methods.quadratic import buffer_key
 from clexp.methods.si import accumulate, task_gradient
 
@@ -64,8 +64,10 @@ class RWalkPenalty(RunningFisherPenalty):
 
     KINDS = ("omega", "istart", "prev", "expscore", "score", "grad")
 
+    ARGS = {"lam": ("number", {"low": 0})}
+
     def __init__(self, lam: float):
-        check_number("lam", lam, low=0)
+        check_args(RWalkPenalty.ARGS, lam=lam)
         super().__init__(lam, factor=1.0)
 
     def bind(self, model: nn.Module) -> None:
@@ -114,12 +116,15 @@ def min_max(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 class RWalk(OnlineFisher):
     """EWC++'s running Fisher (`OnlineFisher`) plus the path score; see the module docstring."""
 
+    # `variant` is RWalk's (paper, code) here; the Fisher's is `fisher_variant`
+    ARGS = {"variant": ("choice", RWALK_VARIANTS), "fisher_variant": ("choice", VARIANTS),
+            "eps": ("number", {"low": 0, "low_open": True, "allow_none": True})}
+
     def __init__(self, alpha: float = 0.9, update_every: int = 10, eps: float | None = None, variant: str = "paper",
                  fisher_variant: str = "sampled", samples: int = 1, chunk_size: int = 256, seed: int = 0,
                  consolidate_every: int | None = None, plot: bool = True):
-        check_choice("variant", variant, RWALK_VARIANTS)
+        check_args(RWalk.ARGS, variant=variant, fisher_variant=fisher_variant, eps=eps)
         eps = DEFAULT_EPS[variant] if eps is None else eps
-        check_number("eps", eps, low=0, low_open=True)
         super().__init__(alpha, update_every, fisher_variant, samples, chunk_size, seed, consolidate_every, plot)
         self.eps, self.rwalk_variant = float(eps), variant
 
