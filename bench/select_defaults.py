@@ -60,11 +60,12 @@ TEST_SEEDS = (0, 1, 2)
 
 # method: (strength key, log-spaced grid around its plausible scale)
 GRID = {
-    "ewc": ("lam", [1, 3, 10, 30, 100]),
+    # finer between 30 and 100: SGD's stability limit (lr·λ·max F < 2) lies there in the 1-epoch setup
+    "ewc": ("lam", [3, 10, 30, 50, 70, 100]),
     "online_ewc": ("lam", [1, 3, 10, 30, 100]),
     "si": ("c", [0.1, 0.3, 1, 3, 10]),
     "mas": ("lam", [0.003, 0.01, 0.03, 0.1, 0.3]),
-    "l2": ("lam", [0.001, 0.003, 0.01, 0.03, 0.1]),
+    "l2": ("lam", [0.01, 0.03, 0.1, 0.3, 1, 3]),
     "lwf": ("lam", [0.1, 0.3, 1, 3]),
     "kfac_ewc": ("lam", [0.1, 0.3, 1, 3, 10]),
     "ewcpp": ("lam", [1, 3, 10, 30, 100]),

@@ -249,6 +249,8 @@ def summarize(records: list[dict], keys: list[str] | None = None) -> list[dict]:
         row["n"] = len(runs)
         for stat in STATS:
             row[f"{stat}_mean"], row[f"{stat}_std"] = _mean_std([r[stat] for r in runs])
+        vals = [r.get("val_avg_acc") for r in runs]  # what selection reads; drawn dashed in acc_vs_strength
+        row["val_avg_acc_mean"] = _mean_std(vals)[0] if all(v is not None for v in vals) else None
         rows.append(row)
     return rows
 
@@ -319,8 +321,9 @@ def _log_scale(strengths: list[float]) -> bool:
 
 
 def plot_strength(records: list[dict], path: Path, keys: list[str] | None = None) -> Path:
-    """Final average accuracy against strength, one curve per method (and value of `keys`), one panel
-    per scenario; diverged strengths as red × on the bottom axis; each panel's legend below it."""
+    """Final average test accuracy against strength, one curve per method (and value of `keys`), one
+    panel per scenario, the validation accuracy (what selection reads) dashed beside it where the runs
+    have a validation split; diverged strengths as red × on the bottom axis; each panel's legend below."""
     from matplotlib.ticker import FuncFormatter, NullLocator
 
     from clexp.plots import _pyplot
@@ -359,6 +362,7 @@ def plot_strength(records: list[dict], path: Path, keys: list[str] | None = None
         log = _log_scale(strengths)
         extras_seen = sorted({c[1] for c in curves}, key=lambda e: tuple(map(_order, e)))
         lone_naive = sum(1 for m, _ in curves if m == "naive") == 1
+        with_val = False
         for i, (method, extras) in enumerate(curves):
             pts = sorted((r for r in here if curve_of(r) == (method, extras) and r["avg_acc_mean"] is not None),
                          key=lambda r: _order(r["strength"]))
@@ -371,6 +375,12 @@ def plot_strength(records: list[dict], path: Path, keys: list[str] | None = None
                 ax.errorbar([r["strength"] for r in pts], [100 * r["avg_acc_mean"] for r in pts],
                             yerr=[100 * (r["avg_acc_std"] or 0) for r in pts], color=colour, capsize=3, ms=5,
                             marker=markers[extras_seen.index(extras) % len(markers)], label=label_of(method, extras))
+                val = [r for r in pts if r.get("val_avg_acc_mean") is not None]
+                if val:  # the validation curve selection reads, dashed in the same colour
+                    ax.plot([r["strength"] for r in val], [100 * r["val_avg_acc_mean"] for r in val], ls="--",
+                            lw=1.1, color=colour, alpha=0.8,
+                            label=None if with_val else "dashed: validation (what selection reads); solid: test")
+                    with_val = True
         shown = [r for r in bad if not log or r["strength"] > 0]
         if shown:
             which = sorted({label_of(*curve_of(r)) for r in shown})

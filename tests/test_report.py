@@ -194,3 +194,26 @@ def test_a_damaged_results_file_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("clexp-report: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_strength_figure_draws_the_validation_curve_selection_reads(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from clexp import report
+
+    vals = {1.0: [0.6, 0.7], 10.0: [0.8, 0.9]}
+    for job, (lam, seed) in enumerate((lam, s) for lam in vals for s in (0, 1)):
+        folder = tmp_path / str(job)
+        fake_run(folder, "ewc", lam, seed, 0.5, overrides=["method=ewc", f"method.lam={lam}", f"seed={seed}"])
+        data = json.loads((folder / "results.json").read_text())
+        data["val_metrics"] = {"avg_acc": vals[lam][seed]}
+        (folder / "results.json").write_text(json.dumps(data))
+    records = collect([tmp_path])
+    rows = {r["strength"]: r for r in summarize(records)}
+    assert rows[1.0]["val_avg_acc_mean"] == pytest.approx(0.65) and rows[10.0]["val_avg_acc_mean"] == pytest.approx(0.85)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at its lines
+    report.plot_strength(records, tmp_path / "s.png")
+    dashed = [ln for ln in figures[0].axes[0].get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == pytest.approx([65.0, 85.0])
+    assert "validation" in dashed[0].get_label()
