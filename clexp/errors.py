@@ -34,8 +34,10 @@ def is_number(value) -> bool:
 
 
 def check_number(key: str, value, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> None:
-    """`value` is a number within the given bounds (closed unless `*_open`)."""
+                 low_open: bool = False, high_open: bool = False, allow_none: bool = False) -> None:
+    """`value` is a number within the given bounds (closed unless `*_open`), or None when `allow_none`."""
+    if value is None and allow_none:
+        return
     ok = is_number(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
@@ -50,7 +52,7 @@ def check_number(key: str, value, low: float | None = None, high: float | None =
             allowed = f"a number {'<' if high_open else '<='} {high:g}"
         else:
             allowed = "a number"
-        raise ConfigError(key, value, allowed)
+        raise ConfigError(key, value, allowed + (" or null" if allow_none else ""))
 
 
 def check_int(key: str, value, low: int = 1, allow_none: bool = False) -> None:
