@@ -41,6 +41,8 @@ from clexp import conf_source
 
 MODES = {"faithful": "true", "correct": "false"}
 DATA = {"mnist_t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # --data NAME=PATH: files it needs
+FOOTNOTE = ("* no estimator of the paper's own recorded (preset.estimators): faithful and correct are the same "
+            "computation, one set of runs fills both columns")
 SUBDIR = "${method.name}_${scenario.incremental}_faithful-${preset.faithful}_seed${seed}"
 
 
@@ -59,7 +61,8 @@ def load_preset(name: str) -> dict:
                    if (OmegaConf.load(p).get("preset") or {}).get("reproduce"))
     if not path.is_file():
         raise ReproduceError(f"unknown preset {name!r}: one of {', '.join(known)}")
-    preset = OmegaConf.to_container(OmegaConf.load(path).get("preset") or {}, resolve=False)
+    node = OmegaConf.load(path).get("preset")
+    preset = OmegaConf.to_container(node, resolve=False) if node is not None else {}
     if not preset.get("reproduce"):
         raise ReproduceError(f"experiment={name} has no table to reproduce (preset.reproduce): one of "
                              f"{', '.join(known)}")
@@ -133,7 +136,7 @@ def sweep_arguments(name: str, preset: dict, methods: list[str], scenarios: list
             f"scenario.incremental={','.join(scenarios)}",
             f"preset.faithful={','.join(MODES[m] for m in modes)}",
             f"hydra.sweep.dir={sweep_dir}", f"hydra.sweep.subdir={SUBDIR}",
-            "logger=none", "trainer.enable_progress_bar=false"]
+            "logger=none", "trainer.enable_progress_bar=false", "plots=false"]
     if data is not None:
         args += [f"dataset={data[0]}", f"dataset.path={data[1]}"]
     if launcher:
@@ -162,7 +165,9 @@ def collect_table(sweep_dir: Path, preset: dict, methods: list[str] | None = Non
                   scenarios: list[str] | None = None) -> list[dict]:
     """One row per (scenario, method): the paper's mean and spread, clexp's mean ± std (%) over the
     completed seeds of each mode, and the number of failed jobs. Reads every results.json below
-    `sweep_dir` (clexp.report.collect)."""
+    `sweep_dir` (clexp.report.collect). A method the preset records no estimator for (naive, joint,
+    SI, ...) computes the same in both modes: its runs of either mode fill both columns (one run per
+    seed: `--faithful`, then `--correct --methods` the ones with an estimator, saves those runs)."""
     from clexp import report
 
     try:
@@ -173,23 +178,32 @@ def collect_table(sweep_dir: Path, preset: dict, methods: list[str] | None = Non
     methods = methods or list(table.get("methods") or [])
     scenarios = scenarios or list(table.get("scenarios") or [])
     paper = preset.get("paper") or {}
+    estimators = preset.get("estimators") or {}
     rows = []
     for scenario in scenarios:
         for method in methods:
             row = {"scenario": scenario, "method": method}
             published = (paper.get(method) or {}).get(scenario) or {}
             row["paper_mean"], row["paper_std"] = published.get("mean"), published.get("std")
-            failed = 0
+            mine = [r for r in records if r.get("method") == method and r.get("incremental") == scenario]
+            failed = sum(r["status"] != "completed" for r in mine)
             for mode, flag in MODES.items():
-                runs = [r for r in records if r.get("method") == method and r.get("incremental") == scenario
-                        and ((r.get("config") or {}).get("preset") or {}).get("faithful") is (flag == "true")]
-                failed += sum(r["status"] != "completed" for r in runs)
+                if method in estimators:
+                    runs = [r for r in mine if _faithful(r) is (flag == "true")]
+                else:  # the same computation in both modes: one run per seed
+                    runs = list({r.get("seed"): r for r in sorted(mine, key=lambda r: r["status"] != "completed",
+                                                                  reverse=True)}.values())
                 accs = [100 * r["avg_acc"] for r in runs if r["status"] == "completed" and r.get("avg_acc") is not None]
                 row[f"{mode}_mean"], row[f"{mode}_std"], row[f"{mode}_n"] = _mean_std(accs)
                 row[f"{mode}_seeds"] = sorted(r.get("seed") for r in runs if r["status"] == "completed")
             row["failed"] = failed
+            row["same_in_both"] = method not in estimators
             rows.append(row)
     return rows
+
+
+def _faithful(record: dict) -> bool:
+    return bool(((record.get("config") or {}).get("preset") or {}).get("faithful", False))
 
 
 def title(name: str, preset: dict, data: str | None) -> str:
@@ -206,7 +220,8 @@ def format_table(rows: list[dict]) -> list[list[str]]:
     header = ["scenario", "method", "paper", "clexp (faithful)", "clexp (correct)"]
     body = []
     for r in rows:
-        cells = [r["scenario"], r["method"], _cell(r["paper_mean"], r["paper_std"])]
+        cells = [r["scenario"], r["method"] + ("*" if r.get("same_in_both") else ""),
+                 _cell(r["paper_mean"], r["paper_std"])]
         for mode in MODES:
             cells.append(_cell(r[f"{mode}_mean"], r[f"{mode}_std"], r[f"{mode}_n"] or None))
         if r["failed"]:
@@ -221,7 +236,7 @@ def write_table(rows: list[dict], out_dir: Path, heading: str) -> dict[str, Path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "table.md"
-    md.write_text(f"{heading}\n\n{markdown_table(format_table(rows))}\n")
+    md.write_text(f"{heading}\n\n{markdown_table(format_table(rows))}\n\n{FOOTNOTE}\n")
     path_csv = out_dir / "table.csv"
     with open(path_csv, "w", newline="") as f:
         keys = [k for k in rows[0] if not k.endswith("_seeds")] if rows else []
@@ -322,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{heading}\n")
     print(text_table(format_table(rows)))
+    if any(r.get("same_in_both") for r in rows):
+        print(FOOTNOTE)
     print(f"\n{', '.join(str(p) for p in files.values())}")
     failed = sum(r["failed"] for r in rows)
     return 1 if failed else 0
