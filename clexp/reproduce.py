@@ -272,9 +272,12 @@ def plot_table(rows: list[dict], path: Path, heading: str) -> Path:
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("final average accuracy (%)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
-    fig.suptitle("\n".join(heading[i:i + 130] for i in range(0, len(heading), 130)), fontsize=7)
-    fig.tight_layout()
+    import textwrap
+
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.suptitle("\n".join(textwrap.wrap(heading, 140)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
