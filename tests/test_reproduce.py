@@ -181,7 +181,7 @@ def test_the_sweep_command_line_is_one_multirun():
 # ------------------------------------------------------------------------------ a whole tiny run
 
 
-@pytest.mark.slow  # four short jobs in a subprocess: ~40 s on two quiet cores
+@pytest.mark.slow  # four short jobs in a subprocess, twice: 18 s on two quiet cores, minutes when they are busy
 def test_tiny_reproduce_on_split_digits_and_its_resume(tmp_path, capsys):
     argv = ["hsu2018_split_mnist", "--methods", "naive,ewc", "--seeds", "0", "--scenarios", "class",
             "--out", str(tmp_path), "dataset=digits", "train.epochs=null", "train.iterations=3", "plots=false"]
