@@ -52,7 +52,7 @@ def check_number(key: str, value, low: float | None = None, high: float | None =
             allowed = f"a number {'<' if high_open else '<='} {high:g}"
         else:
             allowed = "a number"
-        raise ConfigError(key, value, allowed)
+        raise ConfigError(key, value, allowed + (" or null" if allow_none else ""))
 
 
 def check_int(key: str, value, low: int = 1, allow_none: bool = False) -> None:

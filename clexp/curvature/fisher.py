@@ -7,6 +7,17 @@
                                                                M mini-batches of B = batch_size inputs;
                                                                for comparison only (≈ 1/B of empirical
                                                                when per-sample gradients are uncorrelated)
+    predicted  F = 1/N Σ_n (∇θ log p(ŷ_n|x_n))²,  ŷ_n = argmax_c p(c|x_n)   the model's most likely label
+                                                               (van de Ven & Tolias 2019's and Hsu et al.
+                                                               2018's EWC code: batch size 1); compatibility
+    batch_predicted  F = 1/M Σ_m (∇θ mean_{n∈batch m} log p(ŷ_n|x_n))²   the batch Fisher with the
+                                                               argmax labels; compatibility
+
+Exactly, for M mini-batches of B inputs each (B divides N), g_n the per-sample gradient:
+    B · F_batch = F_empirical + 1/(M·B) Σ_m Σ_{n≠n' ∈ m} g_n g_n'
+so B·F_batch equals the empirical Fisher up to the cross terms of the gradients within a mini-batch
+(zero for B = 1, small when they are uncorrelated, large when they agree in sign: an unconverged
+model). The same holds between batch_predicted and predicted.
 
 ∇_z log p(c|x) = e_c − p, so each variant is Σ_k (per-sample gradient of z·v_k)² for logit-space
 vectors v_k (per_sample.py). exact: the cross-entropy Hessian diag(p) − ppᵀ = Σ_c s_c s_cᵀ with
@@ -23,7 +34,9 @@ from torch import nn
 
 from clexp.curvature.per_sample import SQUARE, accumulate, eval_mode, finish, zero_sums
 
-FISHER_VARIANTS = ("exact", "sampled", "empirical", "batch")
+FISHER_VARIANTS = ("exact", "sampled", "empirical", "batch", "predicted", "batch_predicted")
+BATCH_VARIANTS = ("batch", "batch_predicted")  # squared mini-batch gradients: need the batch size B
+LABELLED = ("empirical", "batch")  # the dataset labels
 
 
 def masked_log_softmax(logits: torch.Tensor, output_mask: torch.Tensor | None) -> torch.Tensor:
@@ -38,7 +51,7 @@ def _check(variant: str, samples: int, targets, output_mask) -> None:
         raise ValueError(f"Fisher variant {variant!r} does not exist: allowed are {', '.join(FISHER_VARIANTS)}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples={samples!r}: must be an integer >= 1")
-    if variant in ("empirical", "batch"):
+    if variant in LABELLED:
         if targets is None:
             raise ValueError(f"the {variant} Fisher needs targets (the dataset labels)")
         if output_mask is not None and len(targets) and not bool(output_mask.to(targets.device)[targets].all()):
@@ -84,6 +97,8 @@ def logit_vectors(logits: torch.Tensor, variant: str, samples: int = 1, output_m
         v = _sampled(p, allowed, samples, generator)
     elif variant == "empirical":
         v = (torch.nn.functional.one_hot(targets, C).to(p.dtype) - p).unsqueeze(0)
+    elif variant == "predicted":  # the model's argmax over the allowed outputs (masked ones have p = 0)
+        v = (torch.nn.functional.one_hot(p.argmax(1), C).to(p.dtype) - p).unsqueeze(0)
     else:
         raise ValueError(f"no logit-space vectors for the {variant!r} Fisher")
     return v.to(logits.dtype)
@@ -101,12 +116,13 @@ def _vector_maker(variant, samples, output_mask, targets, generator):
 
 def _batch_gradients(model, params: dict, x, y, batch: int, output_mask, chunk_size: int, sums) -> None:
     """Add (∇θ mean_{n∈batch} log p(y_n|x_n))² of one mini-batch of `batch` inputs; its gradient summed
-    over pieces of at most `chunk_size` inputs (memory)."""
+    over pieces of at most `chunk_size` inputs (memory). `y` None: the model's argmax labels ŷ_n."""
     total = None
     for start in range(0, len(x), chunk_size):
         with torch.enable_grad():
             logp = masked_log_softmax(model(x[start : start + chunk_size]), output_mask)
-            ll = logp.gather(1, y[start : start + chunk_size].view(-1, 1)).sum() / batch
+            labels = logp.detach().argmax(1) if y is None else y[start : start + chunk_size]
+            ll = logp.gather(1, labels.view(-1, 1)).sum() / batch
             grads = torch.autograd.grad(ll, list(params.values()), allow_unused=True)
         if total is None:
             total = [None if g is None else g.detach() for g in grads]
@@ -131,8 +147,8 @@ def diag_fisher(
 ) -> dict[str, torch.Tensor]:
     """The diagonal Fisher of `model` (logits N × C) on `inputs`, keyed by trainable parameter name.
 
-    A mean over the inputs; `batch`: over the M = ⌈N/B⌉ consecutive mini-batches of `batch_size` = B
-    inputs (required for it: the training batch size, for that is what the public code it mimics
+    A mean over the inputs; `batch` and `batch_predicted`: over the M = ⌈N/B⌉ consecutive mini-batches
+    of `batch_size` = B inputs (required for them: the training batch size, for that is what the public code it mimics
     squares; the last mini-batch may be smaller). `chunk_size` only bounds memory: it never changes
     the result. `output_mask` (bool, C) restricts the predictive distribution to the allowed outputs
     (task-IL). `samples` and `generator` are for `sampled`. Runs in eval mode and restores each
@@ -143,17 +159,19 @@ def diag_fisher(
     _check(variant, samples, targets, output_mask)
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r}: must be >= 1")
-    if variant == "batch" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"the batch Fisher needs batch_size, the mini-batch size B (the training batch size), "
+    if variant in BATCH_VARIANTS and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                      or batch_size < 1):
+        raise ValueError(f"the {variant} Fisher needs batch_size, the mini-batch size B (the training batch size), "
                          f"an integer >= 1; got {batch_size!r}")
     from clexp.models.freeze import trainable_parameters
 
     params = trainable_parameters(model)
     sums = zero_sums(model)
     with eval_mode(model):
-        if variant == "batch":
+        if variant in BATCH_VARIANTS:
             for start in range(0, len(inputs), batch_size):
-                x, y = inputs[start : start + batch_size], targets[start : start + batch_size]
+                x = inputs[start : start + batch_size]
+                y = targets[start : start + batch_size] if variant == "batch" else None
                 _batch_gradients(model, params, x, y, len(x), output_mask, chunk_size, sums)
             count = float(-(-len(inputs) // batch_size))
         else:

@@ -227,3 +227,32 @@ def mnist_t10k_arrays(
     np.savez(tmp, x_train=x[tr], y_train=y[tr], x_test=x[te], y_test=y[te])
     os.replace(tmp, out)
     return out
+
+
+def load_mnist_t10k(path: str | os.PathLike, name: str | None = None, n_classes: int | None = 10,
+                    seed: int = 0, train_fraction: float = 0.8) -> SourceData:
+    """The 10,000 real MNIST test images (`t10k-{images-idx3,labels-idx1}-ubyte[.gz]` in the folder
+    `path`) as a stand-in for MNIST where the 60,000 training images are not available: a seeded
+    random 80/20 train/test split, standardised with the train part's mean and std (one value for all
+    pixels). The same images and split as the benchmarks' `bench.common.mnist_like`."""
+    folder = resolve_root(path)
+    if not folder.is_dir():
+        raise DataError(f"dataset=mnist_t10k: {folder} is not a folder (it should hold "
+                        "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]); set dataset.path=FOLDER")
+
+    def find(stem: str) -> Path:
+        for candidate in (folder / f"{stem}.gz", folder / stem):
+            if candidate.is_file():
+                return candidate
+        raise DataError(f"dataset=mnist_t10k: no {stem}[.gz] in {folder}")
+
+    x = torch.from_numpy(read_idx(find("t10k-images-idx3-ubyte"))).float().div(255).unsqueeze(1)
+    y = torch.from_numpy(read_idx(find("t10k-labels-idx1-ubyte")).astype(np.int64))
+    if len(x) != len(y):
+        raise DataError(f"{folder}: {len(x)} images but {len(y)} labels")
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_train = int(train_fraction * len(y))
+    tr, te = perm[:n_train], perm[n_train:]
+    x = (x - x[tr].mean()) / x[tr].std()
+    data = SourceData("mnist-t10k", x[tr], y[tr], x[te], y[te], 10)
+    return declared(data, name, n_classes)
