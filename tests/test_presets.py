@@ -41,6 +41,7 @@ def test_mnist_preset_runs_a_smoke_step(tmp_path, preset):
     assert cfg.dataset.name == "mnist" and cfg.preset.name == preset
     results = run_stream(tmp_path / "run", [f"experiment={preset}", "method=ewc", f"paths.data_dir={tmp_path / 'data'}",
                                             "dataset.download=false", "train.epochs=null", "train.iterations=1",
+                                            "method.fisher.max_samples=16",  # the Fisher of a 2×2000 MLP: short
                                             "logger=none", "trainer.enable_progress_bar=false", "plots=false"],
                          fast=False)
     assert len(results["acc_matrix"]) == cfg.scenario.n_experiences
