@@ -138,8 +138,9 @@ def test_jobs_that_differ_only_in_the_seed_are_one_row(tmp_path):
     (row,) = summarize(records)
     assert row["n"] == 2 and row["avg_acc_mean"] == pytest.approx(0.6)
     assert row["avg_acc_std"] == pytest.approx(statistics.stdev([0.5, 0.7]))
-    assert set(row) == {"dataset", "scenario", "incremental", "method", "strength", "n",
+    assert set(row) == {"dataset", "scenario", "incremental", "method", "strength", "n", "val_avg_acc_mean",
                         *(f"{s}_{x}" for s in ("avg_acc", "forgetting", "bwt") for x in ("mean", "std"))}
+    assert row["val_avg_acc_mean"] is None  # these runs have no validation split
 
 
 def test_grouping_reads_the_resolved_config(tmp_path):
