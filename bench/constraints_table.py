@@ -48,7 +48,7 @@ def memory(state: dict | None) -> str:
     return f"{state['memory_samples']} samples, {state['bytes'] / 1e6:.2f} MB"
 
 
-def table(seeds: list[int], tiny: bool, out: Path, log) -> tuple[list[str], bool]:
+def table(seeds: list[int], tiny: bool, out: Path, log, only=None, own=None) -> tuple[list[str], bool]:
     lines, ok = [], True
     extra = ["train.epochs=1", "train.iterations=3", "scenario.n_experiences=2", "method.memory_per_experience=5"] \
         if tiny else []
@@ -57,12 +57,12 @@ def table(seeds: list[int], tiny: bool, out: Path, log) -> tuple[list[str], bool
                   "| method | average accuracy | forgetting | memory at the end (results.json method_state) | "
                   "seconds | above naive (every seed) |", "| --- | --- | --- | --- | --- | --- |"]
         got = {}
-        for method in methods:
+        for method in [m for m in methods if only is None or m in only]:
             values, forgetting, seconds, state = [], [], [], None
             for seed in seeds:
                 t0 = time.perf_counter()
                 mine = [o for o in extra if not o.startswith("method.") or method in ("ogd", "agem")]
-                r = run([*COMMON, *overrides, f"method={method}", f"seed={seed}", *mine],
+                r = run([*COMMON, *overrides, f"method={method}", *(own or {}).get(method, []), f"seed={seed}", *mine],
                         out / f"{name}-{method}-{seed}")
                 seconds.append(time.perf_counter() - t0)
                 values.append(r["metrics"]["avg_acc"])
@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 2 experiences, a few steps")
     parser.add_argument("--out", default=None, help="keep the run folders here")
+    parser.add_argument("--methods", nargs="*", default=None, help="only these methods (naive always needed)")
+    parser.add_argument("--gpm-threshold", type=float, default=None, help="method.threshold of gpm")
     args = parser.parse_args(argv)
     import torch
 
@@ -100,7 +102,8 @@ def main(argv=None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        lines, ok = table(args.seeds, args.tiny, Path(args.out) if args.out else Path(tmp), log)
+        own = {"gpm": [f"method.threshold={args.gpm_threshold}"]} if args.gpm_threshold else {}
+        lines, ok = table(args.seeds, args.tiny, Path(args.out) if args.out else Path(tmp), log, args.methods, own)
     print("\n".join(lines))
     print(f"every claim holds: {'yes' if ok else 'NO'}")
     return 0

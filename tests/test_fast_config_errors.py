@@ -109,6 +109,8 @@ CASES = [
     (["logger=wandb", "logger.mode=x"], "logger.mode"),
     (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps"),
     (["train.epochs=0"], "train.epochs"),
+    (["method=gpm", "method.threshold=1.01"], "method.threshold"),
+    (["method=agem", "method.memory_batch_size=0"], "method.memory_batch_size"),
 ]
 
 
