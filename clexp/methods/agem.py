@@ -25,8 +25,15 @@ from torch import nn
 
 from clexp.argspec import check_args
 from clexp.evaluation import mask_logits
-from clexp.methods.projection import (ConstraintCallback, ConstraintState, constrained_parameters, flat_grads,
-                                      sample_experience, tensor_bytes, write_grads)
+from clexp.methods.projection import (
+    ConstraintCallback,
+    ConstraintState,
+    constrained_parameters,
+    flat_grads,
+    sample_experience,
+    tensor_bytes,
+    write_grads,
+)
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:

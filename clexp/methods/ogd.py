@@ -20,8 +20,16 @@ import torch
 from torch import nn
 
 from clexp.argspec import check_args
-from clexp.methods.projection import (ConstraintCallback, ConstraintState, constrained_parameters, eval_mode,
-                                      flat_grads, sample_experience, tensor_bytes, write_grads)
+from clexp.methods.projection import (
+    ConstraintCallback,
+    ConstraintState,
+    constrained_parameters,
+    eval_mode,
+    flat_grads,
+    sample_experience,
+    tensor_bytes,
+    write_grads,
+)
 
 DROP_TOL = 1e-6
 
