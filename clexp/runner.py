@@ -159,6 +159,9 @@ class StreamRunner:
             "importance_s": self.compute.importance_s,
         }
         results["anytime"] = self.anytime.results() if self.anytime else None
+        # what a method's memory holds (its size per experience, bytes), from callbacks with `report(module)`
+        reports = [cb.report(self.module) for cb in self.method_callbacks if callable(getattr(cb, "report", None))]
+        results["method_state"] = {k: v for r in reports for k, v in r.items()} if reports else None
         if self.is_global_zero:
             finish_outputs(results, self.cfg, self.accuracy, self.run_dir, self.logger)
             if self.anytime and self.cfg.get("plots", True):

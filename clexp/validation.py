@@ -126,6 +126,10 @@ def _validate_task_free(cfg: DictConfig, parts: Components) -> None:
     _check(not cfg.method.get("joint"), "method.joint", True,
            "false in a task-free stream (training on the union of the experiences so far needs their boundaries)")
     for cb in parts.method_callbacks:
+        if not getattr(cb, "supports_task_free", True):  # gpm, ogd, agem: consolidation at experience ends only
+            raise ConfigError("scenario.task_free", True,
+                              f"false with method={cfg.method.name}: it updates its memory at experience "
+                              "boundaries, which a task-free stream has none of (no task-free form)")
         if getattr(cb, "needs_boundaries", False) and getattr(cb, "consolidate_every", None) is None:
             raise ConfigError("method.consolidate_every", None,
                               f"an integer >= 1: method={cfg.method.name} consolidates at experience boundaries, "

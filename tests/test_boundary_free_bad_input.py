@@ -29,6 +29,15 @@ CASES = [
     ("scenario.task_free=true train.iterations=3", "train.iterations"),
     (f"method=joint {FREE}", "method.joint"),
     ("train.online=maybe", "train.online"),
+    ("method=gpm method.threshold=0", "method.threshold"),
+    ("method=gpm method.threshold=1.5", "method.threshold"),
+    ("method=gpm method.samples=0", "method.samples"),
+    ("method=ogd method.memory_per_experience=0", "method.memory_per_experience"),
+    ("method=agem method.memory_per_experience=0", "method.memory_per_experience"),
+    ("method=agem method.memory_batch_size=0", "method.memory_batch_size"),
+    (f"method=gpm {FREE}", "scenario.task_free"),
+    (f"method=ogd {FREE}", "scenario.task_free"),
+    (f"method=agem {FREE}", "scenario.task_free"),
 ]
 
 

@@ -118,6 +118,8 @@ CASES = [
     (["method=rwalk", "method.variant=both"], "method.variant"),
     (["method=mas", "method.consolidate_every=0"], "method.consolidate_every"),
     (["scenario.boundaries=blurry", "scenario.blur=1"], "scenario.blur"),
+    (["method=gpm", "method.threshold=1.01"], "method.threshold"),
+    (["method=agem", "method.memory_batch_size=0"], "method.memory_batch_size"),
 ]
 
 

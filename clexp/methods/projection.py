@@ -1,0 +1,144 @@
+"""What the gradient-constraint methods share (`gpm.py`, `ogd.py`, `agem.py`): no term is added to the loss;
+the method changes the step's gradient right before the optimizer uses it.
+
+- `ConstraintState`: the `Regularizer` slot of the module holds the method's memory (bases, gradient
+  directions, stored samples) in buffers whose size grows with the stream: saved in `state_dict`s and
+  stream checkpoints, moved with the module, and resized to the saved shapes when a checkpoint is loaded.
+  It adds nothing to the loss (`analytic_gradient` with an empty gradient, no value to log).
+- `ConstraintCallback`: the Lightning callback that projects the gradient in `on_before_optimizer_step`
+  (after the backward, the DDP all-reduce, mixed precision's unscaling and `ContinualModule`'s gradient
+  clipping: every projection here is a contraction, so a clipped norm stays clipped) and consolidates at
+  each experience's end (`on_train_end`). These methods consolidate at experience boundaries only: a
+  task-free stream is refused (`supports_task_free = False`, clexp/validation.py).
+- `constrained_parameters`: the parameters the constraint covers: every trainable parameter except the
+  heads of a multi-head model (task-specific: a step of experience t touches head t alone, and no input of
+  another experience ever reaches it).
+- `sample_experience`: a seeded subset of the current experience's training data, the same on every rank.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from clexp.data.images import input_batches, is_lazy
+from clexp.methods.base import Regularizer
+
+
+class ConstraintState(Regularizer):
+    """A method's memory in buffers that grow (their saved shape is taken on load); no loss term."""
+
+    analytic_gradient = True  # nothing to add to the graph; `add_gradient` adds nothing either
+
+    def forward(self, model, x, t, logits):  # never called (analytic_gradient); a zero for direct callers
+        return logits.new_zeros(())
+
+    def value(self, model: nn.Module) -> None:
+        return None  # no penalty to log
+
+    def add_gradient(self, model: nn.Module, grad_scale=None) -> None:
+        pass
+
+    def grow(self, name: str, value: torch.Tensor) -> None:
+        """Replace buffer `name` by `value` (a new shape: the memory grew)."""
+        self._buffers[name] = value
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        for name, buf in list(self._buffers.items()):
+            saved = state_dict.get(prefix + name)
+            if buf is not None and saved is not None and saved.shape != buf.shape:
+                self._buffers[name] = torch.empty(saved.shape, dtype=saved.dtype, device=buf.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self.loaded()
+
+    def loaded(self) -> None:
+        """After a state_dict was loaded: drop what was derived from the buffers."""
+
+
+def constrained_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """{name: parameter} of the trainable parameters the constraint covers: all but a multi-head model's heads."""
+    multihead = getattr(model, "n_heads", 1) > 1
+    return {n: p for n, p in model.named_parameters()
+            if p.requires_grad and not (multihead and n.startswith("heads."))}
+
+
+def sample_experience(pl_module, n: int, seed: int, salt: int = 0):
+    """(x, y, t) of `n` training samples of the current experience (all when it has fewer), a seeded subset
+    that every rank draws alike, on the module's device."""
+    exp = pl_module.current_experience
+    total = len(exp.y_train)
+    g = torch.Generator().manual_seed(int(seed) * 7919 + 104_729 * int(exp.index) + int(salt))
+    keep = torch.randperm(total, generator=g)[: min(n, total)].sort().values
+    device = pl_module.device
+    x = exp.x_train
+    if is_lazy(x):
+        xs = torch.cat(list(input_batches(x, keep.split(256), device)))
+    else:
+        xs = x[keep.to(x.device)].to(device)
+    return xs, exp.y_train[keep.to(exp.y_train.device)].to(device), exp.t_train[keep.to(exp.t_train.device)].to(device)
+
+
+class eval_mode:
+    """The model in eval mode (dropout off, BatchNorm statistics frozen) inside the block, restored after."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        for m, mode in self.modes:
+            m.training = mode
+
+
+class ConstraintCallback(pl.Callback):
+    """Projects the gradient before every optimizer step and consolidates at every experience's end.
+
+    Subclasses write `project(trainer, pl_module)` and `consolidate(trainer, pl_module)`; `report(pl_module)`
+    is what results.json records under `method_state` (clexp/runner.py)."""
+
+    needs_boundaries = True
+    consolidate_every = None
+    supports_task_free = False  # consolidation needs experience boundaries: refused in a task-free stream
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.project(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self.consolidate(trainer, pl_module)
+
+    def project(self, trainer, pl_module) -> None:
+        raise NotImplementedError
+
+    def consolidate(self, trainer, pl_module) -> None:
+        raise NotImplementedError
+
+    def report(self, pl_module) -> dict:
+        return {}
+
+
+def flat_grads(params: list[nn.Parameter]) -> torch.Tensor:
+    """The parameters' gradients as one vector (a missing gradient is zero and is created)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    return torch.cat([p.grad.reshape(-1) for p in params])
+
+
+def write_grads(params: list[nn.Parameter], flat: torch.Tensor) -> None:
+    """Copy one vector back into the parameters' gradients (the inverse of `flat_grads`)."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def tensor_bytes(*tensors: torch.Tensor) -> int:
+    return int(sum(t.numel() * t.element_size() for t in tensors))
