@@ -15,7 +15,7 @@ from bench.common import format_table
 
 BENCHMARKS = ("bench_overhead", "bench_process", "bench_penalty", "bench_fisher", "bench_ngd", "bench_kfac",
               "bench_augment", "bench_data", "bench_pretrained",
-              "bench_ewcpp", "bench_constraints")
+              "bench_ewcpp", "bench_constraints", "bench_er")
 
 
 def main(argv=None) -> int:

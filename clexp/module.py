@@ -103,11 +103,23 @@ class ContinualModule(pl.LightningModule):
             self._features = FeatureRecorder()
             model.features.register_forward_hook(self._features)
         self._frozen_norms: list[nn.Module] = []
+        # objects that append samples to each training batch before its forward (experience replay: the
+        # runner registers the method callbacks with a `replay_batch(module, x, y, t) -> (x, y, t)`)
+        self.batch_sources: list = []
+        # `train.lr_decay` (Stable SGD): experience i trains at lr·decay^i (set by the runner; 1 = no decay)
+        self.lr_decay = 1.0
+        # a constraint that must hold after every optimizer step (PackNet: frozen weights put back)
+        self._after_step = getattr(regularizer, "after_optimizer_step", None)
+        # a method that evaluates each experience with its own view of the model (PackNet's per-experience masks)
+        self._evaluation_context = getattr(regularizer, "evaluation_context", None)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked logits (task-IL) or plain logits."""
+        """Masked logits (task-IL) or plain logits. In eval mode, a regularizer with an `evaluation_context(module,
+        task)` (PackNet) evaluates each task id's inputs inside its context (`per_experience_forward`)."""
         if t is None:
             t = torch.full((len(x),), int(self.experience), dtype=torch.long, device=x.device)
+        if self._evaluation_context is not None and not self.training:
+            return per_experience_forward(self, x, t, self._evaluation_context)
         return mask_logits(self.model(x, t), self.task_masks, t)
 
     def output_mask(self, experience: int) -> torch.Tensor | None:
@@ -116,6 +128,8 @@ class ContinualModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y, t = batch
+        for source in self.batch_sources:  # replayed samples join the batch (and its augmentation)
+            x, y, t = source.replay_batch(self, x, y, t)
         if self.augment is not None:  # training batches only: evaluation and importance estimation never get here
             x = self.augment(x, self._stream_step(), self.global_rank)
         optimizer = self.optimizers()
@@ -152,6 +166,8 @@ class ContinualModule(pl.LightningModule):
         if self.gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         optimizer.step()
+        if self._after_step is not None:
+            self._after_step(self.model)
         return total.detach()
 
     def on_after_backward(self) -> None:
@@ -220,4 +236,25 @@ class ContinualModule(pl.LightningModule):
     def configure_optimizers(self):
         from clexp.models.freeze import trainable_parameters
 
-        return self.optimizer_factory(list(trainable_parameters(self.model).values()))  # frozen: no state
+        optimizer = self.optimizer_factory(list(trainable_parameters(self.model).values()))  # frozen: no state
+        if self.lr_decay != 1.0:  # Stable SGD's per-experience decay: lr_i = lr·decay^i
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * self.lr_decay ** int(self.experience)
+        return optimizer
+
+
+def per_experience_forward(module: ContinualModule, x: torch.Tensor, t: torch.Tensor, context) -> torch.Tensor:
+    """`module`'s masked logits with each task id's inputs evaluated inside `context(module, task)`."""
+    ids = torch.unique(t).tolist()
+    if len(ids) == 1:
+        with context(module, int(ids[0])):
+            return mask_logits(module.model(x, t), module.task_masks, t)
+    out = None
+    for task in ids:
+        keep = t == task
+        with context(module, int(task)):
+            logits = mask_logits(module.model(x[keep], t[keep]), module.task_masks, t[keep])
+        if out is None:
+            out = logits.new_empty((len(x), logits.shape[1]))
+        out[keep] = logits
+    return out

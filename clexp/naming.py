@@ -37,6 +37,9 @@ def run_name(method: DictConfig, dataset: str, scenario: str, incremental: str, 
         if key in method and method.get(key) is not None:
             parts.append(f"{key}{_number(method[key])}")
             break
+    callbacks = method.get("callbacks")
+    if str(method.get("name")) != "er" and isinstance(callbacks, DictConfig) and "replay" in callbacks:
+        parts.append("er")  # `+replay=er` (conf/replay/er.yaml) added experience replay to the method
     return "-".join([*parts, str(dataset), str(scenario), str(incremental), f"s{seed}", *swept_parts(_root_)])
 
 

@@ -74,7 +74,13 @@ class StreamRunner:
         self.module.n_experiences = len(self.stream)
         self.module.task_free = self.task_free  # the method callbacks: no boundary events
         self.module.online_importance = bool(cfg.train.get("online", False))  # importances from the batches
+        self.module.lr_decay = float(cfg.train.get("lr_decay", 1.0) or 1.0)  # Stable SGD: lr·decay^i in experience i
         self.method_callbacks = list(parts.method_callbacks)
+        # experience replay: the callbacks that append replayed samples to each training batch
+        self.module.batch_sources = [cb for cb in self.method_callbacks if hasattr(cb, "replay_batch")]
+        check_stream = getattr(parts.regularizer, "check_stream", None)  # PackNet: room for every experience?
+        if check_stream is not None:
+            check_stream(self.model, len(self.stream))
         self.accuracy = AccuracyMatrix(self.stream, cfg.train.eval_batch_size)
         every = (cfg.get("eval") or {}).get("every_n_steps")  # anytime evaluation: off (absent) unless set
         self.anytime = AnytimeEvaluation(self.stream, every, cfg.eval.get("anytime_samples", 256), int(cfg.seed),
@@ -92,7 +98,11 @@ class StreamRunner:
         if not cfg.trainer.get("enable_progress_bar", True):
             infrastructure = [c for c in infrastructure if not isinstance(c, ProgressBar)]
         # anytime before the checkpoints: a checkpoint at step s holds the evaluation of step s
-        self.callbacks = [self.accuracy, *([self.anytime] if self.anytime else []), *parts.method_callbacks,
+        # a method whose experience end changes the model that is evaluated (PackNet prunes and retrains) ends
+        # before the accuracy matrix's row; the others after it
+        first = [cb for cb in parts.method_callbacks if getattr(cb, "before_evaluation", False)]
+        rest = [cb for cb in parts.method_callbacks if cb not in first]
+        self.callbacks = [*first, self.accuracy, *([self.anytime] if self.anytime else []), *rest,
                           self.compute, self.checkpoints, *infrastructure, *extra_callbacks]
         self.make_trainer = parts.trainer
         self.train_seconds: list[float] = []
@@ -159,9 +169,10 @@ class StreamRunner:
             "importance_s": self.compute.importance_s,
         }
         results["anytime"] = self.anytime.results() if self.anytime else None
-        # what a method's memory holds (its size per experience, bytes), from callbacks with `report(module)`
-        reports = [cb.report(self.module) for cb in self.method_callbacks if callable(getattr(cb, "report", None))]
-        results["method_state"] = {k: v for r in reports for k, v in r.items()} if reports else None
+        results["method_state"] = None  # what a constraint method's memory holds (gpm, ogd, agem)
+        for cb in self.method_callbacks:  # what a method reports of itself (method_state, ER's memory, PackNet)
+            if callable(getattr(cb, "report", None)):
+                results.update(cb.report(self.module))
         if self.is_global_zero:
             finish_outputs(results, self.cfg, self.accuracy, self.run_dir, self.logger)
             if self.anytime and self.cfg.get("plots", True):

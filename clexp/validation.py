@@ -63,6 +63,9 @@ def validate_light(cfg: DictConfig) -> None:
            train.eval_batch_size, "an integer >= 1")
     online = train.get("online", False)
     _check(isinstance(online, bool), "train.online", online, "true or false")
+    decay = train.get("lr_decay", 1.0)
+    _check(is_number(decay) and 0 < decay <= 1, "train.lr_decay", decay,
+           "a number in (0, 1]: experience i trains at optimizer.lr·lr_decay^i (Stable SGD); 1 = no decay")
 
     _validate_evaluation(cfg)  # train.val_fraction, objective, eval.*
 
@@ -125,6 +128,13 @@ def _validate_task_free(cfg: DictConfig, parts: Components) -> None:
            f"at least the number of experiences ({n}) in a task-free stream: the steps of the whole stream")
     _check(not cfg.method.get("joint"), "method.joint", True,
            "false in a task-free stream (training on the union of the experiences so far needs their boundaries)")
+    decay = cfg.train.get("lr_decay", 1.0)
+    _check(decay == 1, "train.lr_decay", decay, "1 in a task-free stream (scenario.task_free=true): the decay is "
+           "per experience, and a task-free stream has no experience boundaries")
+    for cb in parts.method_callbacks:
+        refusal = getattr(cb, "task_free_refusal", None)  # a method that cannot work without boundaries at all
+        if refusal:
+            raise ConfigError("scenario.task_free", True, refusal)
     for cb in parts.method_callbacks:
         if not getattr(cb, "supports_task_free", True):  # gpm, ogd, agem: consolidation at experience ends only
             raise ConfigError("scenario.task_free", True,

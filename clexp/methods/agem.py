@@ -103,7 +103,7 @@ class AGEM(ConstraintCallback):
         x, y, t = sample_experience(pl_module, self.memory_per_experience, self.seed, salt=3)
         pl_module.regularizer.add(x.detach(), y, t)
 
-    def report(self, pl_module) -> dict:
+    def state_report(self, pl_module) -> dict:
         reg = pl_module.regularizer
         return {"stores": "raw training samples (inputs, labels, task ids)",
                 "samples": reg.counts.tolist(),  # added at each experience's end

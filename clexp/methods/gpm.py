@@ -248,7 +248,7 @@ class GradientProjectionMemory(ConstraintCallback):
             grams = representation_grams(model, reg.layers, x, t, self.chunk_size)
         reg.consolidate(grams, self.threshold)
 
-    def report(self, pl_module) -> dict:
+    def state_report(self, pl_module) -> dict:
         reg = pl_module.regularizer
         return {"stores": "bases of the layers' input subspaces (no inputs)",
                 "layers": [name for name, _ in reg.layers],

@@ -119,7 +119,7 @@ class OrthogonalGradientDescent(ConstraintCallback):
             vectors = ground_truth_gradients(model, reg.params, x, y, t)
         reg.consolidate(vectors, len(y))
 
-    def report(self, pl_module) -> dict:
+    def state_report(self, pl_module) -> dict:
         reg = pl_module.regularizer
         return {"stores": "orthonormal gradient directions of the ground-truth logit (no inputs)",
                 "samples": reg.counts[:, 0].tolist(),  # read at each experience's end

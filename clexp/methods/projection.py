@@ -120,6 +120,10 @@ class ConstraintCallback(pl.Callback):
         raise NotImplementedError
 
     def report(self, pl_module) -> dict:
+        """results.json's `method_state`: what the method's memory holds (`state_report`)."""
+        return {"method_state": self.state_report(pl_module)}
+
+    def state_report(self, pl_module) -> dict:
         return {}
 
 
