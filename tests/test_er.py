@@ -123,7 +123,8 @@ def test_replay_combines_with_every_method():
     for method in methods:
         cfg = compose([f"method={method}", "+replay=er", "method.buffer_size=50"])
         check_method_keys(cfg.method)  # ER's keys are read by its callback
-        replay = [cb for cb in build_named(cfg.method.callbacks, "method.callbacks") if isinstance(cb, ExperienceReplay)]
+        built = build_named(cfg.method.callbacks, "method.callbacks")
+        replay = [cb for cb in built if isinstance(cb, ExperienceReplay)]
         assert len(replay) == 1 and replay[0].buffer_size == 50 and replay[0].replay_batch_size == cfg.train.batch_size
         if method not in ("er",):
             assert cfg.name.startswith(f"{method}-") and "-er-" in cfg.name

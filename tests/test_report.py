@@ -211,7 +211,8 @@ def test_strength_figure_draws_the_validation_curve_selection_reads(tmp_path, mo
         (folder / "results.json").write_text(json.dumps(data))
     records = collect([tmp_path])
     rows = {r["strength"]: r for r in summarize(records)}
-    assert rows[1.0]["val_avg_acc_mean"] == pytest.approx(0.65) and rows[10.0]["val_avg_acc_mean"] == pytest.approx(0.85)
+    assert rows[1.0]["val_avg_acc_mean"] == pytest.approx(0.65)
+    assert rows[10.0]["val_avg_acc_mean"] == pytest.approx(0.85)
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at its lines
     report.plot_strength(records, tmp_path / "s.png")

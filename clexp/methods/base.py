@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from clexp.data.images import input_batches, is_lazy
 from clexp.argspec import check_args
+from clexp.data.images import input_batches, is_lazy
 
 # inputs decoded per chunk when importance estimation reads the experience from files
 READ_CHUNK = 1024

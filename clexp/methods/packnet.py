@@ -138,7 +138,7 @@ class PackNetMasks(Regularizer):
             elif n.startswith("head.") and output_mask is not None:  # task-IL, a shared head: this experience's rows
                 mask = output_mask.to(p.device)
                 trainable[n] = mask.view(-1, *([1] * (p.dim() - 1))).expand_as(p).clone() if p.dim() else mask
-        self._trainable = {n: m for n, m in trainable.items() if not (m is True)}
+        self._trainable = {n: m for n, m in trainable.items() if m is not True}
         self._snapshot = {n: params[n].detach().clone() for n in self._trainable}
 
     @torch.no_grad()
