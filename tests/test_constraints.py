@@ -26,6 +26,11 @@ def runner(tmp_path, overrides, extra=()):
 # ------------------------------------------------------------------------------ GPM
 
 
+def rank(S) -> int:
+    """Singular values that are directions (S² above 1e-10 of the largest S², as the method counts them)."""
+    return int((S ** 2 > 1e-10 * S[0] ** 2).sum()) if len(S) and S[0] > 0 else 0
+
+
 def numpy_gpm(mats, threshold):
     """The paper's criteria written out with numpy's SVD (Eq. 5 for the first matrix, Eq. 9 after)."""
     M = None
@@ -34,7 +39,7 @@ def numpy_gpm(mats, threshold):
         if M is None:
             U, S, _ = np.linalg.svd(R, full_matrices=False)
             k = 0
-            while (S[:k] ** 2).sum() < threshold * total:
+            while k < rank(S) and (S[:k] ** 2).sum() < threshold * total:  # rank: threshold 1 ends in roundoff
                 k += 1
             M = U[:, :k]
         else:
@@ -42,7 +47,7 @@ def numpy_gpm(mats, threshold):
             U, S, _ = np.linalg.svd(R_hat, full_matrices=False)
             explained = total - (R_hat ** 2).sum()
             k = 0
-            while explained + (S[:k] ** 2).sum() < threshold * total:
+            while k < rank(S) and explained + (S[:k] ** 2).sum() < threshold * total:
                 k += 1
             M = np.hstack([M, U[:, :k]])
     return M
