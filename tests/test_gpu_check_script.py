@@ -31,8 +31,6 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert list(rows) == STEPS and set(rows.values()) == {"0"}, summary
     assert all((out / f"{s}.log").is_file() for s in STEPS)
     assert not (out / "bench.log").exists() and not (out / "test-fast.log").exists()  # --only: left out
-    assert "identical acc_matrix" in (out / "ddp" / "verdict.txt").read_text() or \
-        "within atol" in (out / "ddp" / "verdict.txt").read_text()
     precision = json.loads((out / "precision" / "precision.json").read_text())
     assert {(r["method"], r["precision"]) for r in precision} >= {("ewc", "bf16-mixed"), ("si", "bf16-mixed")}
     assert (out / "run" / "results.json").is_file()
