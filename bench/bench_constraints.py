@@ -3,8 +3,9 @@ run inside clexp's real loop (bench/steps.py: interleaved blocks, the median rat
 784-400-400-10 and the CNN of conf/model/cnn.yaml, batch 128, MNIST-like images, the second experience of a
 two-experience stream (the first one's bases / memory in place):
 
-- gpm ≤ 1.3× (the projection of every layer's gradient: 4·out·d·k flops per layer for a basis of k ≤ d/2
-  directions, 2·out·d² with the d × d projector beyond);
+- gpm ≤ 1.3× (per layer, the cheaper of projecting the gradient, 4·out·d·k flops for a basis of k ≤ d/2
+  directions, 2·out·d² with the d × d projector beyond, and projecting the N layer inputs in the backward,
+  4·N·d·k: the MLP's hidden layers take the inputs at N = 128 < 400 outputs);
 - agem ≤ 2.2× (one extra forward and backward on a memory batch of 128, the training batch: the floor is
   about 2×, a naive step being one forward and one backward);
 - ogd: reported (4·|S|·P flops per step: it grows with the stored directions).

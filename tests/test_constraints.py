@@ -141,6 +141,92 @@ def test_gpm_update_is_orthogonal_to_the_stored_bases(tmp_path, incremental, mod
         assert torch.equal(rows.bool(), r.module.task_masks[:2].any(0))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("k", [2, 5], ids=["narrow", "wide"])
+@pytest.mark.parametrize("shape", [(3, 6), (1, 3, 6)], ids=["2d", "3d"])
+def test_gpm_input_side_projection_equals_the_projected_gradient(bias, k, shape):
+    """The backward of `_ProjectedLinear` (inputs projected, N = 3 < out = 5) against numpy float64: the plain
+    gradients, [∇W, ∇b] − [∇W, ∇b]·M·Mᵀ, and ∇a unchanged."""
+    torch.manual_seed(3)
+    lin = nn.Linear(6, 5, bias=bias).double()
+    d = 6 + bias
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))
+    M = q[:, :k].contiguous()
+    reg = gpm.GPMBases()
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+    reg.bind(Model())
+    reg.grow("basis__0", M)
+    reg.loaded()
+    reg.install()
+    a = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    r = torch.randn(*shape[:-1], 5, dtype=torch.float64)
+    (lin(a) * r).sum().backward()
+    assert reg._input_side == {0} and not reg._plain  # the backward projected it
+    grad_w = lin.weight.grad.clone()
+    reg.project()  # skips the layer: its gradient is already projected
+    assert torch.equal(lin.weight.grad, grad_w)
+    reg.uninstall()
+    assert "forward" not in lin.__dict__
+
+    A, R, W = a.detach().numpy().reshape(-1, 6), r.numpy().reshape(-1, 5), lin.weight.detach().numpy()
+    full = R.T @ A
+    if bias:
+        full = np.hstack([full, R.sum(0)[:, None]])
+    Mn = M.numpy()
+    expected = full - full @ Mn @ Mn.T
+    got = lin.weight.grad.numpy() if not bias else np.hstack([lin.weight.grad.numpy(), lin.bias.grad.numpy()[:, None]])
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.grad.numpy().reshape(-1, 6), R @ W, rtol=1e-12)
+
+
+def test_gpm_projects_on_the_gradient_when_the_batch_is_not_smaller_than_the_layer():
+    torch.manual_seed(4)
+    lin = nn.Linear(4, 3)
+    reg = gpm.GPMBases()
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+    reg.bind(Model())
+    q, _ = torch.linalg.qr(torch.randn(5, 5))
+    reg.grow("basis__0", q[:, :2].contiguous())
+    reg.loaded()
+    reg.install()
+    lin(torch.randn(3, 4)).sum().backward()  # N = 3 = out: the plain forward, projected on .grad after
+    assert reg._plain == {0} and not reg._input_side
+    reg.project()
+    full = torch.cat([lin.weight.grad, lin.bias.grad[:, None]], 1)
+    assert float((full @ reg.basis(0)).abs().max()) < 1e-6
+
+
+def test_gpm_update_is_orthogonal_with_inputs_projected_in_the_backward(tmp_path, monkeypatch):
+    """Batch 8 < the hidden layer's 64 outputs: that layer is projected in its backward, the head (2 outputs)
+    on its gradient; the step is orthogonal to every basis either way."""
+    calls, original = [], gpm._ProjectedLinear
+
+    class Counting(original):
+        @staticmethod
+        def forward(ctx, *args):
+            calls.append(1)
+            return original.forward(ctx, *args)
+
+    monkeypatch.setattr(gpm, "_ProjectedLinear", Counting)
+    check = OrthogonalityCheck()
+    r = runner(tmp_path, ["method=gpm", "scenario.incremental=domain", "method.threshold=0.9",
+                          "model.hidden=[64]", "train.batch_size=8"], [check])
+    r.run()
+    assert check.checked == 2 * 6 and len(calls) == check.checked  # every later step: one input-side layer
+    assert check.worst < 1e-5, check.worst
+    assert not any("forward" in m.__dict__ for _, m in r.module.regularizer.layers)  # removed at the end
+
+
 def test_gpm_wide_basis_uses_the_projector_with_the_same_result():
     torch.manual_seed(1)
     lin = nn.Linear(6, 3)

@@ -10,6 +10,15 @@ the weights — for an old input a, ΔW·a + Δb = [ΔW, Δb]·[a; 1]). M_l: an 
   R̂, the paper's Eq. 9), the k first left singular vectors of R̂ appended to M (at most d_l columns);
 - every later step: ∇W̄ ← ∇W̄ − ∇W̄·M·Mᵀ, W̄ = [W, b] of shape [out, d_l] (Conv2d: W viewed out × C·kh·kw).
 
+Where the projection happens. ∇W̄ = δᵀĀ (δ: the output gradients, N × out; Ā: the N inputs, N × d, with the
+1 appended), so ∇W̄(I − MMᵀ) = δᵀ(Ā − ĀMMᵀ): the inputs can be projected instead of the gradient. That costs
+4·N·d·k flops (2·N·d² with the projector) against 4·out·d·k on the gradient, and the weight gradient's own
+product δᵀĀ is computed once either way. A plain `nn.Linear` with N < out (the rows of a batch fewer than its
+outputs: an MLP's hidden layers at batch 128) is therefore projected in its backward (`_ProjectedLinear`, a
+forward installed on the layer during training only); every other layer (Conv2d, whose N = batch × patch
+positions, a head with free rows, a layer whose weight also got gradient elsewhere) after the backward, on
+`.grad`. The input-side form assumes the weight reaches the loss only through the layer's own forward.
+
 The SVD's left singular vectors and σ² are the eigenvectors and eigenvalues of the Gram matrix R Rᵀ
 (R̂ R̂ᵀ = (I − MMᵀ) R Rᵀ (I − MMᵀ)): computed from R Rᵀ (d × d, float64), summed over chunks of inputs, so
 the patches of a convolution are never all held at once. Directions of a Gram eigenvalue below 1e-10 of
@@ -137,6 +146,39 @@ def update_basis(basis: torch.Tensor, gram: torch.Tensor, threshold: float) -> t
     return torch.cat([basis, vectors[:, :r].to(basis)], dim=1)
 
 
+class _ProjectedLinear(torch.autograd.Function):
+    """y = a Wᵀ + b, whose backward gives ∇a = δW as usual and [∇W, ∇b] = δᵀ(Ā − ĀMMᵀ), Ā = [a, 1]: the weight
+    gradient already projected out of span(M) (`P`: I − MMᵀ when the basis is wide, else None)."""
+
+    @staticmethod
+    def forward(ctx, a, weight, bias, M, P):
+        ctx.save_for_backward(a, weight, M, P)
+        ctx.has_bias = bias is not None
+        return F.linear(a, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, weight, M, P = ctx.saved_tensors
+        d_w = weight.shape[1]
+        g = grad_out.reshape(-1, weight.shape[0])
+        rows = a.reshape(-1, d_w)
+        grad_a = (g @ weight).view_as(a) if ctx.needs_input_grad[0] else None
+        if P is not None:  # wide: Ā(I − MMᵀ) with the d × d projector
+            inputs = rows @ P[:d_w, :d_w]
+            if ctx.has_bias:
+                inputs += P[d_w, :d_w]
+                ones = rows @ P[:d_w, d_w] + P[d_w, d_w]
+        else:
+            c = rows @ M[:d_w]  # N × k: the inputs' coordinates in the basis
+            if ctx.has_bias:
+                c += M[d_w]
+                ones = 1 - c @ M[d_w]  # the appended 1, projected
+            inputs = rows.addmm(c, M[:d_w].T, alpha=-1)
+        grad_w = g.T @ inputs
+        grad_b = ones @ g if ctx.has_bias else None
+        return grad_a, grad_w, grad_b, None, None
+
+
 class GPMBases(ConstraintState):
     """The bases M_l (buffers `basis__<i>`, d_l × k_l, float32) and `sizes` (consolidations × layers: k_l
     after each consolidation, for results.json)."""
@@ -152,6 +194,9 @@ class GPMBases(ConstraintState):
         self._projectors: dict[int, torch.Tensor] = {}  # M Mᵀ of a layer whose basis is over half its d
         self._rows: dict[int, torch.Tensor] = {}  # layer → 1/0 per output row: projected or left free
         self._ranks = [self.basis(i).shape[1] for i in range(len(getattr(self, "layers", [])))]
+        self._complements: dict[int, torch.Tensor] = {}  # I − MMᵀ of a wide basis (input-side projection)
+        self._input_side: set[int] = set()  # layers whose every gradient since the last step was projected in
+        self._plain: set[int] = set()  # ... and those that also had an unprojected one (then: on .grad)
 
     def basis(self, i: int) -> torch.Tensor:
         return getattr(self, f"basis__{i}")
@@ -175,12 +220,44 @@ class GPMBases(ConstraintState):
             if m is head:
                 self._rows[i] = masks[:experience].any(0).to(m.weight.dtype)[:, None]
 
+    def install(self) -> None:
+        """Give every plain `nn.Linear` with a basis the forward that projects its inputs in the backward."""
+        for i, (_, m) in enumerate(self.layers):
+            if type(m) is nn.Linear and self._ranks[i] and i not in self._rows:
+                m.forward = self._forward(i, m)
+
+    def uninstall(self) -> None:
+        for _, m in self.layers:
+            m.__dict__.pop("forward", None)
+
+    def _forward(self, i: int, layer: nn.Linear):
+        def forward(a: torch.Tensor) -> torch.Tensor:
+            if not (torch.is_grad_enabled() and layer.weight.requires_grad):
+                return F.linear(a, layer.weight, layer.bias)
+            if a.numel() // a.shape[-1] >= layer.out_features or torch.is_autocast_enabled(a.device.type):
+                # N ≥ out: cheaper on the gradient; mixed precision: the gradient's dtypes are autocast's
+                self._plain.add(i)
+                return F.linear(a, layer.weight, layer.bias)
+            M = self.basis(i)
+            P = None
+            if 2 * self._ranks[i] > M.shape[0]:
+                P = self._complements.get(i)
+                if P is None or P.device != M.device:
+                    P = self._complements[i] = torch.eye(M.shape[0], device=M.device, dtype=M.dtype) - M @ M.T
+            self._input_side.add(i)
+            return _ProjectedLinear.apply(a, layer.weight, layer.bias, M.to(a.dtype), None if P is None else
+                                          P.to(a.dtype))
+        return forward
+
     @torch.no_grad()
     def project(self) -> None:
-        """∇W̄ ← ∇W̄ − ∇W̄ M Mᵀ for every layer with a basis (in place, on `.grad`)."""
+        """∇W̄ ← ∇W̄ − ∇W̄ M Mᵀ for every layer with a basis (in place, on `.grad`), except those whose gradient
+        was projected in the backward (`_ProjectedLinear`) and got no other since the last step."""
+        done = self._input_side - self._plain
+        self._input_side, self._plain = set(), set()
         for i, (_, m) in enumerate(self.layers):
             k = self._ranks[i]
-            if k == 0 or m.weight.grad is None:
+            if k == 0 or m.weight.grad is None or i in done:
                 continue
             M = self.basis(i)
             g = m.weight.grad.view(m.weight.shape[0], -1)
@@ -237,12 +314,14 @@ class GradientProjectionMemory(ConstraintCallback):
 
     def on_train_start(self, trainer, pl_module):
         pl_module.regularizer.free_rows(pl_module.model, pl_module.task_masks, int(pl_module.experience))
+        pl_module.regularizer.install()
 
     def project(self, trainer, pl_module):
         pl_module.regularizer.project()
 
     def consolidate(self, trainer, pl_module):
         reg = pl_module.regularizer
+        reg.uninstall()
         x, _, t = sample_experience(pl_module, self.samples, self.seed, salt=1)
         with eval_mode(pl_module.model) as model:
             grams = representation_grams(model, reg.layers, x, t, self.chunk_size)
