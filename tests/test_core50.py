@@ -14,13 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
+from clexp import checkpoint
 from clexp.data import core50
 from clexp.data.base import DataError
 from clexp.data.core50 import TEST_SESSIONS, TRAIN_SESSIONS, load_core50
 from clexp.data.images import is_lazy
 from clexp.errors import ConfigError
 from clexp.protocol import Protocol
-from tests.conftest import run_stream
+from tests.conftest import compose, run_stream
+from tests.test_pretrained import R18_FILE, r18_state, torch_home  # noqa: F401 (fixtures)
 
 FOLDER = "core50_32x32"
 
@@ -208,16 +210,40 @@ def test_download_checks_the_md5_and_unpacks(tmp_path, tree, monkeypatch):
     assert (root / folder / "s2").is_dir()
 
 
+QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "plots=false"]
+
+
+def preset_args(preset, tree, lazy=True):
+    """The preset on the fake tree's 32×32 frames: 2 experiences, one step each."""
+    return [f"experiment={preset}", "method=naive", f"dataset.root={tree}", "dataset.resolution=32",
+            "dataset.download=false", "dataset.workers=0", f"dataset.in_memory={str(not lazy).lower()}",
+            "train.epochs=null", "train.iterations=1", "train.batch_size=16", "scenario.use_first=2", *QUIET]
+
+
 @pytest.mark.parametrize("preset,lazy", [("core50_ni", True), ("core50_nc", False)])
-def test_presets_run_a_smoke_stream(tmp_path, tree, preset, lazy):
-    results = run_stream(tmp_path / "run", [
-        f"experiment={preset}", "method=naive", f"dataset.root={tree}", "dataset.resolution=32",
-        "dataset.download=false",
-        "dataset.workers=0", f"dataset.in_memory={str(not lazy).lower()}", "model.width=4", "train.epochs=null",
-        "train.iterations=1", "train.batch_size=16", "scenario.use_first=2", "logger=none",
-        "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "plots=false"], fast=False)
+def test_presets_run_a_smoke_stream(tmp_path, tree, torch_home, r18_state, preset, lazy):  # noqa: F811
+    """The presets fine-tune the ImageNet-pretrained ResNet-18 (here: the fake cache's random weights),
+    streamed (ni) or in memory (nc), the frames at their own size."""
+    cfg = compose([f"experiment={preset}"])
+    assert (cfg.model.arch, cfg.model.weights, cfg.model.image_size, cfg.dataset.normalize) == \
+        ("resnet18", "IMAGENET1K_V1", 128, False)
+    results = run_stream(tmp_path / "run", preset_args(preset, tree, lazy), fast=False)
     R = results["acc_matrix"]
     assert len(R) == 2 and results["config"]["dataset"]["protocol"] == preset[-2:]
+    assert results["config"]["model"]["_target_"].endswith("torchvision_model")
+    assert results["config"]["model"]["image_size"] == 32  # follows dataset.resolution
+    module = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "run"))["module"]
+    start = r18_state["conv1.weight"]  # fine-tuned from the cached weights: one small step away from them
+    assert (module["model.features.conv1.weight"] - start).norm() < 0.05 * start.norm()
     if preset == "core50_ni":  # one shared test set: every column alike
         assert all(row[0] == row[1] for row in R)
         assert results["config"]["scenario"]["incremental"] == "domain"
+
+
+@pytest.mark.parametrize("preset", ["core50_ni", "core50_nc"])
+def test_presets_without_the_weights_stop_before_training(tmp_path, tree, monkeypatch, clexp_main, preset):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    out = clexp_main([*preset_args(preset, tree), "model.download=false", "hydra.run.dir=run"], tmp_path)
+    lines = [line for line in out.stderr.splitlines() if line.startswith("clexp: error:")]
+    assert out.returncode == 2 and len(lines) == 1 and R18_FILE in lines[0] and "curl" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run" / "checkpoints").exists()
