@@ -177,23 +177,28 @@ def test_offline_without_files_fails_in_one_line(tmp_path, monkeypatch):
     assert not list((tmp_path / "nothing").glob("*.part"))
 
 
-def test_download_checks_the_md5_and_unpacks(tmp_path, tree, monkeypatch):
+@pytest.mark.parametrize("resolution", [32, 128])
+def test_download_checks_the_md5_and_unpacks(tmp_path, tree, monkeypatch, resolution):
+    """Each resolution's archive (here a few fake frames, served from a file:// URL in place of the
+    official one): a wrong md5 keeps nothing, the right one unpacks, an interrupted unpacking is redone."""
+    folder, name, url, official = core50.IMAGES[resolution]
+    assert name == f"{folder}.zip" and url.endswith(f"/{name}") and len(official) == 32
     server = tmp_path / "server"
     server.mkdir()
-    archive = server / "core50_32x32.zip"
+    archive = server / name
     with zipfile.ZipFile(archive, "w") as z:
         for s in (1, 2, 3):  # a few sessions suffice: NC from LUP.pkl names only these frames
             for path in sorted((tree / FOLDER / f"s{s}").rglob("*.png")):
-                z.write(path, str(path.relative_to(tree)))
+                z.write(path, f"{folder}/{path.relative_to(tree / FOLDER)}")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    folder, name, _, _ = core50.IMAGES[32]
+    size = None if resolution == 32 else 32  # the fake frames are 32×32: resized to themselves
     root = tmp_path / "core50"
     root.mkdir()
-    monkeypatch.setitem(core50.IMAGES, 32, (folder, name, archive.as_uri(), "0" * 32))
+    monkeypatch.setitem(core50.IMAGES, resolution, (folder, name, archive.as_uri(), "0" * 32))
     with pytest.raises(DataError, match="not the official"):  # a wrong checksum: nothing is kept
-        load_core50(root, resolution=32, workers=0)
+        load_core50(root, resolution=resolution, workers=0)
     assert not (root / name).exists() and not list(root.glob("*.part")) and not (root / folder).exists()
-    monkeypatch.setitem(core50.IMAGES, 32, (folder, name, archive.as_uri(), md5))
+    monkeypatch.setitem(core50.IMAGES, resolution, (folder, name, archive.as_uri(), md5))
     paths = [frame(s, o) for s in (1, 2, 3) for o in range(1, 51)]
     with open(root / "paths.pkl", "wb") as f:
         pickle.dump(paths, f)
@@ -201,13 +206,18 @@ def test_download_checks_the_md5_and_unpacks(tmp_path, tree, monkeypatch):
           for b in range(9)] + [[i for i, p in enumerate(paths) if p.startswith("s3/")]]
     with open(root / "LUP.pkl", "wb") as f:
         pickle.dump({"nc": [nc]}, f)
-    data = load_core50(root, resolution=32, protocol="nc", workers=0)
+    data = load_core50(root, resolution=resolution, protocol="nc", workers=0, image_size=size)
     assert (root / name).exists() and (root / f".{name}.extracted").exists() and (root / folder / "s3").is_dir()
-    assert len(data.protocol.train) == 9 and len(data.y_test) == 50
+    assert len(data.protocol.train) == 9 and len(data.y_test) == 50 and data.input_shape == (3, 32, 32)
     shutil.rmtree(root / folder / "s2")  # an interrupted unpacking (no marker): unpacked again
     (root / f".{name}.extracted").unlink()
-    load_core50(root, resolution=32, protocol="nc", workers=0)
+    load_core50(root, resolution=resolution, protocol="nc", workers=0, image_size=size)
     assert (root / folder / "s2").is_dir()
+    (root / f".{name}.extracted").unlink()  # an archive changed since: refused before unpacking
+    with open(root / name, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(DataError, match="not the official"):
+        load_core50(root, resolution=resolution, protocol="nc", workers=0, image_size=size)
 
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "plots=false"]
