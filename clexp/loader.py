@@ -38,6 +38,8 @@ def pass_order(n: int, shuffle: bool, seed: int, passes: int, rank: int = 0, wor
 class TensorLoader:
     """Iterable of tuples of tensor batches (e.g. `(x, y, t)`), the same length on every rank."""
 
+    drawn: list[int] | None = None  # the positions yielded, when clexp/shard_record.py records them
+
     def __init__(
         self,
         tensors: tuple[torch.Tensor, ...],
@@ -97,6 +99,8 @@ class TensorLoader:
         self.skip_at_start, self.skip = self.skip, 0
         for b in range(self.skip_at_start, self.batches_per_pass):
             sel = idx[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.drawn is not None:  # clexp/shard_record.py
+                self.drawn.extend(sel.tolist())
             yield tuple(t[sel] for t in self.tensors)
 
     def state_dict(self) -> dict:
@@ -162,7 +166,9 @@ class StreamingLoader(TensorLoader):
         loader = self._dataloader()
         self._sampler.batches = [idx[b * self.batch_size : (b + 1) * self.batch_size].tolist()
                                  for b in range(self.skip_at_start, self.batches_per_pass)]
-        for batch in loader:
+        for positions, batch in zip(self._sampler.batches, loader):
+            if self.drawn is not None:  # clexp/shard_record.py
+                self.drawn.extend(positions)
             yield raise_bad(batch)
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from clexp import checkpoint
+from clexp import checkpoint, shard_record
 from clexp.augment import build_augment
 from clexp.build import Components, build_model, components, load_stream
 from clexp.callbacks import AccuracyMatrix
@@ -186,6 +186,7 @@ class StreamRunner:
         done_steps = point["step"] if point else 0
         trainer = self.trainer(i, done_epochs, done_steps)
         loader = self.loader(i, trainer)
+        shard_record.start(loader)  # CLEXP_RECORD_SHARDS: what this rank trains on (debugging DDP)
         self.checkpoints.begin(loader, i, self.steps, point, self.optimizer_state if self.task_free else None)
         self.compute.begin(point is not None)
         if self.anytime:
@@ -205,6 +206,8 @@ class StreamRunner:
         finally:
             getattr(loader, "close", lambda: None)()  # the streaming loader's worker processes
         self.module.resumed_mid_experience = False
+        shard_record.write(loader, getattr(loader, "inputs", loader.tensors[0]), i, trainer.global_rank,
+                           trainer.world_size, self.module)
         self.train_seconds[i:] = [time.perf_counter() - t0]
         if self.task_free:  # the next experience goes on with this optimizer's state
             self.optimizer_state = [opt.state_dict() for opt in trainer.optimizers]

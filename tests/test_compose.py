@@ -23,7 +23,8 @@ NEEDS = {("dataset", "arrays"): ["dataset.path=x.npz"], ("dataset", "image_folde
          ("trainer", "ddp"): ["trainer.accelerator=cpu"],
          # pretrained backbones: random weights here (no weights file; never a download in tests)
          ("model", "torchvision"): ["model.weights=null"], ("model", "timm"): ["model.pretrained=false"]}
-PRESET_NEEDS = {"split_cifar100_pretrained": ["model.weights=null"]}
+PRESET_NEEDS = {"split_cifar100_pretrained": ["model.weights=null"], "core50_ni": ["model.weights=null"],
+                "core50_nc": ["model.weights=null"]}
 
 
 def test_every_group_has_options():

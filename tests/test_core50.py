@@ -14,13 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
+from clexp import checkpoint
 from clexp.data import core50
 from clexp.data.base import DataError
 from clexp.data.core50 import TEST_SESSIONS, TRAIN_SESSIONS, load_core50
 from clexp.data.images import is_lazy
 from clexp.errors import ConfigError
 from clexp.protocol import Protocol
-from tests.conftest import run_stream
+from tests.conftest import compose, run_stream
+from tests.test_pretrained import R18_FILE, r18_state, torch_home  # noqa: F401 (fixtures)
 
 FOLDER = "core50_32x32"
 
@@ -175,23 +177,28 @@ def test_offline_without_files_fails_in_one_line(tmp_path, monkeypatch):
     assert not list((tmp_path / "nothing").glob("*.part"))
 
 
-def test_download_checks_the_md5_and_unpacks(tmp_path, tree, monkeypatch):
+@pytest.mark.parametrize("resolution", [32, 128])
+def test_download_checks_the_md5_and_unpacks(tmp_path, tree, monkeypatch, resolution):
+    """Each resolution's archive (here a few fake frames, served from a file:// URL in place of the
+    official one): a wrong md5 keeps nothing, the right one unpacks, an interrupted unpacking is redone."""
+    folder, name, url, official = core50.IMAGES[resolution]
+    assert name == f"{folder}.zip" and url.endswith(f"/{name}") and len(official) == 32
     server = tmp_path / "server"
     server.mkdir()
-    archive = server / "core50_32x32.zip"
+    archive = server / name
     with zipfile.ZipFile(archive, "w") as z:
         for s in (1, 2, 3):  # a few sessions suffice: NC from LUP.pkl names only these frames
             for path in sorted((tree / FOLDER / f"s{s}").rglob("*.png")):
-                z.write(path, str(path.relative_to(tree)))
+                z.write(path, f"{folder}/{path.relative_to(tree / FOLDER)}")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    folder, name, _, _ = core50.IMAGES[32]
+    size = None if resolution == 32 else 32  # the fake frames are 32×32: resized to themselves
     root = tmp_path / "core50"
     root.mkdir()
-    monkeypatch.setitem(core50.IMAGES, 32, (folder, name, archive.as_uri(), "0" * 32))
+    monkeypatch.setitem(core50.IMAGES, resolution, (folder, name, archive.as_uri(), "0" * 32))
     with pytest.raises(DataError, match="not the official"):  # a wrong checksum: nothing is kept
-        load_core50(root, resolution=32, workers=0)
+        load_core50(root, resolution=resolution, workers=0)
     assert not (root / name).exists() and not list(root.glob("*.part")) and not (root / folder).exists()
-    monkeypatch.setitem(core50.IMAGES, 32, (folder, name, archive.as_uri(), md5))
+    monkeypatch.setitem(core50.IMAGES, resolution, (folder, name, archive.as_uri(), md5))
     paths = [frame(s, o) for s in (1, 2, 3) for o in range(1, 51)]
     with open(root / "paths.pkl", "wb") as f:
         pickle.dump(paths, f)
@@ -199,25 +206,54 @@ def test_download_checks_the_md5_and_unpacks(tmp_path, tree, monkeypatch):
           for b in range(9)] + [[i for i, p in enumerate(paths) if p.startswith("s3/")]]
     with open(root / "LUP.pkl", "wb") as f:
         pickle.dump({"nc": [nc]}, f)
-    data = load_core50(root, resolution=32, protocol="nc", workers=0)
+    data = load_core50(root, resolution=resolution, protocol="nc", workers=0, image_size=size)
     assert (root / name).exists() and (root / f".{name}.extracted").exists() and (root / folder / "s3").is_dir()
-    assert len(data.protocol.train) == 9 and len(data.y_test) == 50
+    assert len(data.protocol.train) == 9 and len(data.y_test) == 50 and data.input_shape == (3, 32, 32)
     shutil.rmtree(root / folder / "s2")  # an interrupted unpacking (no marker): unpacked again
     (root / f".{name}.extracted").unlink()
-    load_core50(root, resolution=32, protocol="nc", workers=0)
+    load_core50(root, resolution=resolution, protocol="nc", workers=0, image_size=size)
     assert (root / folder / "s2").is_dir()
+    (root / f".{name}.extracted").unlink()  # an archive changed since: refused before unpacking
+    with open(root / name, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(DataError, match="not the official"):
+        load_core50(root, resolution=resolution, protocol="nc", workers=0, image_size=size)
+
+
+QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "plots=false"]
+
+
+def preset_args(preset, tree, lazy=True):
+    """The preset on the fake tree's 32×32 frames: 2 experiences, one step each."""
+    return [f"experiment={preset}", "method=naive", f"dataset.root={tree}", "dataset.resolution=32",
+            "dataset.download=false", "dataset.workers=0", f"dataset.in_memory={str(not lazy).lower()}",
+            "train.epochs=null", "train.iterations=1", "train.batch_size=16", "scenario.use_first=2", *QUIET]
 
 
 @pytest.mark.parametrize("preset,lazy", [("core50_ni", True), ("core50_nc", False)])
-def test_presets_run_a_smoke_stream(tmp_path, tree, preset, lazy):
-    results = run_stream(tmp_path / "run", [
-        f"experiment={preset}", "method=naive", f"dataset.root={tree}", "dataset.resolution=32",
-        "dataset.download=false",
-        "dataset.workers=0", f"dataset.in_memory={str(not lazy).lower()}", "model.width=4", "train.epochs=null",
-        "train.iterations=1", "train.batch_size=16", "scenario.use_first=2", "logger=none",
-        "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "plots=false"], fast=False)
+def test_presets_run_a_smoke_stream(tmp_path, tree, torch_home, r18_state, preset, lazy):  # noqa: F811
+    """The presets fine-tune the ImageNet-pretrained ResNet-18 (here: the fake cache's random weights),
+    streamed (ni) or in memory (nc), the frames at their own size."""
+    cfg = compose([f"experiment={preset}"])
+    assert (cfg.model.arch, cfg.model.weights, cfg.model.image_size, cfg.dataset.normalize) == \
+        ("resnet18", "IMAGENET1K_V1", 128, False)
+    results = run_stream(tmp_path / "run", preset_args(preset, tree, lazy), fast=False)
     R = results["acc_matrix"]
     assert len(R) == 2 and results["config"]["dataset"]["protocol"] == preset[-2:]
+    assert results["config"]["model"]["_target_"].endswith("torchvision_model")
+    assert results["config"]["model"]["image_size"] == 32  # follows dataset.resolution
+    module = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "run"))["module"]
+    start = r18_state["conv1.weight"]  # fine-tuned from the cached weights: one small step away from them
+    assert (module["model.features.conv1.weight"] - start).norm() < 0.05 * start.norm()
     if preset == "core50_ni":  # one shared test set: every column alike
         assert all(row[0] == row[1] for row in R)
         assert results["config"]["scenario"]["incremental"] == "domain"
+
+
+@pytest.mark.parametrize("preset", ["core50_ni", "core50_nc"])
+def test_presets_without_the_weights_stop_before_training(tmp_path, tree, monkeypatch, clexp_main, preset):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    out = clexp_main([*preset_args(preset, tree), "model.download=false", "hydra.run.dir=run"], tmp_path)
+    lines = [line for line in out.stderr.splitlines() if line.startswith("clexp: error:")]
+    assert out.returncode == 2 and len(lines) == 1 and R18_FILE in lines[0] and "curl" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run" / "checkpoints").exists()

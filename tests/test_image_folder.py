@@ -15,6 +15,7 @@ from clexp.data.image_folder import load_image_folder
 from clexp.data.images import ImageFiles, input_batches, is_lazy
 from clexp.loader import StreamingLoader, TensorLoader
 from tests.conftest import run_stream
+from tests.test_pretrained import r18_state, torch_home  # noqa: F401 (fixtures)
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "plots=false"]
 
@@ -268,3 +269,20 @@ def test_corrupt_image_found_while_training_stops_cleanly(tmp_path, folders, cle
     assert out.returncode == 2 and len(lines) == 1 and str(path) in lines[0] and "cannot be decoded" in lines[0]
     state = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "run"))
     assert state["experience"] == 0 and state["finished"]
+
+
+@pytest.mark.parametrize("extra", [[], ["model.trainable=head", "model.features_cache=true"]],
+                         ids=["fine-tuned", "feature-cache"])
+def test_pretrained_backbone_on_streamed_images_equals_in_memory(tmp_path, folders, torch_home, extra):  # noqa: F811
+    """A pretrained ResNet-18 (the fake cache's weights): the weights' transform applied by the loader's
+    workers to each streamed image (or the features computed from the files once) gives the run that
+    prepares the decoded tensors in memory."""
+    common = ["model=torchvision", "model.weights=IMAGENET1K_V1", "model.download=false", "model.image_size=16",
+              "dataset.normalize=false", "train.epochs=1", *extra]
+    base = [a for a in args(folders) if not a.startswith("model")]
+    mem = run_stream(tmp_path / "mem", [*base, *common, "dataset.in_memory=true"], fast=False)
+    lazy = run_stream(tmp_path / "lazy", [*base, *common, "dataset.in_memory=false", "dataset.workers=2"], fast=False)
+    assert mem["acc_matrix"] == lazy["acc_matrix"] and mem["metrics"] == lazy["metrics"]
+    a = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "mem"))["module"]
+    b = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "lazy"))["module"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

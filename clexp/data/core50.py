@@ -24,8 +24,9 @@ read from the paths (`o<k>` → object k−1; `categories=true`: category (k−1
 keep one label in every protocol and run (the lists' per-run label remapping is not needed).
 
 Files (md5-checked after download and before unpacking), in `root` (default <data root>/core50):
-the images (`core50_128x128.zip` → `core50_128x128/s<i>/o<k>/C_<ii>_<kk>_<fff>.png`, or
-`core50_32x32.zip`), `batches_filelists.zip`, `batches_filelists_NICv2.zip`, `paths.pkl`,
+the images (`core50_128x128.zip` → `core50_128x128/s<i>/o<k>/C_<ii>_<kk>_<fff>.png`, or, with
+`resolution=32`, `core50_32x32.zip` → `core50_32x32/…`, the same frames downscaled, from ContinualAI's
+server: see `IMAGES`), `batches_filelists.zip`, `batches_filelists_NICv2.zip`, `paths.pkl`,
 `LUP.pkl`, `labels.pkl`. The pickles are read with an unpickler that builds only lists, dicts,
 strings and numbers (and numpy arrays), never arbitrary objects.
 """
@@ -47,7 +48,11 @@ from clexp.data.torchvision_sources import resolve_root
 from clexp.errors import ConfigError, check, check_choice, check_int
 
 SITE = "https://vlomonaco.github.io/core50"
-# (file, URL, md5): the official files (md5s as published with the dataset, and used by Avalanche)
+# (folder, archive, URL, md5). The 128×128 archive and the metadata: the official addresses of the CORe50
+# site (vlomonaco.github.io/core50); md5s as Avalanche checks them (ContinualAI/avalanche,
+# avalanche/benchmarks/datasets/core50/core50_data.py, `data`). The 32×32 archive is not on the site: it is
+# ContinualAI's copy, the one Avalanche downloads for CORe50(mini=True), with the md5 Avalanche publishes
+# for it (same file, `extra_data`).
 IMAGES = {
     128: ("core50_128x128", "core50_128x128.zip",
           "http://bias.csr.unibo.it/maltoni/download/core50/core50_128x128.zip", "745f3373fed08d69343f1058ee559e13"),

@@ -14,11 +14,12 @@ without copy-on-access, and the main process's memory stays flat in the dataset 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -42,7 +43,9 @@ class Decoding:
     """How a file becomes an input: C×H×W float32, (x/255 − mean)/std per channel.
 
     `convert`: images of another mode are converted to `channels` (L or RGB) instead of refused;
-    `resize`: images of another size are resized (bilinear, antialiased) instead of refused.
+    `resize`: images of another size are resized (bilinear, antialiased) instead of refused;
+    `prepare`: a function applied to each decoded input after that (a pretrained model's resize and
+    normalisation, `with_prepare`), `prepared` the shape it gives.
     """
 
     size: tuple[int, int]  # H, W
@@ -51,10 +54,17 @@ class Decoding:
     std: tuple[float, ...]  # (1 with normalize=false)
     convert: bool = False
     resize: bool = False
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+    prepared: tuple[int, ...] | None = None
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.channels, *self.size)
+    def shape(self) -> tuple[int, ...]:
+        return self.prepared if self.prepare is not None else (self.channels, *self.size)
+
+    @property
+    def unit_range(self) -> bool:
+        """True when the decoded pixels are in [0, 1] (dataset.normalize=false: mean 0, std 1)."""
+        return all(m == 0 for m in self.mean) and all(s == 1 for s in self.std)
 
     @property
     def nbytes(self) -> int:
@@ -95,7 +105,8 @@ class Decoding:
         x = torch.from_numpy(self.pixels(path).transpose(2, 0, 1).copy()).to(torch.float32)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
-        return x.div_(255.0).sub_(mean).div_(std)
+        x = x.div_(255.0).sub_(mean).div_(std)
+        return x if self.prepare is None else self.prepare(x)
 
 
 def describe_mode(mode: str) -> str:
@@ -186,6 +197,27 @@ class ImageFiles:
     def nbytes(self) -> int:
         """Bytes the decoded inputs would take (float32)."""
         return len(self) * self.table.decoding.nbytes
+
+
+def with_prepare(inputs: Sequence[ImageFiles], prepare: Callable[[torch.Tensor], torch.Tensor]) -> list[ImageFiles]:
+    """`inputs` whose decoded inputs go through `prepare` too (in the worker processes, like the
+    decoding): new views over copies of their tables, so the dataset's own files stay as they were;
+    one object in `inputs` more than once (a shared test set) stays one object."""
+    tables: dict[int, _Table] = {}
+    views: dict[int, ImageFiles] = {}
+    out = []
+    for x in inputs:
+        if id(x) not in views:
+            old = x.table
+            if id(old) not in tables:
+                table = copy.copy(old)
+                d = old.decoding
+                shape = tuple(prepare(torch.zeros(d.channels, *d.size)).shape)
+                table.decoding = replace(d, prepare=prepare, prepared=shape)
+                tables[id(old)] = table
+            views[id(x)] = ImageFiles(tables[id(old)], x.index)
+        out.append(views[id(x)])
+    return out
 
 
 def cat_inputs(parts: Sequence) -> torch.Tensor | ImageFiles:

@@ -47,8 +47,9 @@ It returns an `nn.Module` with:
 
 Optionally `prepare_inputs(x) -> x'`: what a batch of raw inputs needs before `forward` (pretrained
 backbones: the weights' resize and normalisation, and with the feature cache the frozen backbone). The
-runner applies it once to every experience's stored tensors before training (clexp/models/pretrained.py);
-`forward` then takes the prepared inputs.
+runner applies it once to every experience's stored tensors before training, or, for images streamed from
+files, the loader's workers to each decoded image (clexp/models/pretrained.py); `forward` then takes the
+prepared inputs.
 
 `ContinualClassifier(features, feature_dim, n_outputs, n_heads, freeze_norm_stats)` implements all
 of it around any backbone: a factory of your own can build its backbone and return that.

@@ -24,8 +24,9 @@ needs (ViT) or to `model.image_size`.
 
 `prepare_inputs(model, x)` applies what a batch of raw images needs before `model(x)`: the transform
 and, with `features_cache=true`, the frozen backbone. The runner applies it ONCE to every experience's
-stored tensors before training (`prepare_stream`); a loader that streams images from disk calls
-`model.prepare_inputs(batch)` on each batch instead.
+stored tensors before training (`prepare_stream`). Images streamed from files (`dataset.in_memory=false`)
+stay streamed: the transform joins their decoding in the loader's worker processes, so every batch
+arrives prepared; with `features_cache=true` they are read once and only the features are kept.
 
 `trainable` (all | head | last:K; clexp/models/freeze.py defines the blocks per family),
 `freeze_norm_stats` (with pretrained weights the norm layers keep the pretrained statistics from the
@@ -517,15 +518,18 @@ def preparation_device(trainer_cfg=None) -> torch.device:
     return torch.device("cpu")
 
 
-def prepare_inputs(model: nn.Module, x: torch.Tensor, device: torch.device | str | None = None,
+def prepare_inputs(model: nn.Module, x, device: torch.device | str | None = None,
                    batch_size: int = 256) -> torch.Tensor:
-    """`model.prepare_inputs` over all of `x` in batches of `batch_size` on `device` (default: the
-    model's); the result on CPU (where the stream keeps its tensors). Without `prepare_inputs`: `x`."""
+    """`model.prepare_inputs` over all of `x` (a tensor, or `ImageFiles` decoded in batches by its
+    workers) in batches of `batch_size` on `device` (default: the model's); the result on CPU (where
+    the stream keeps its tensors). Without `prepare_inputs`: `x`."""
+    from clexp.data.images import input_batches
+
     fn = getattr(model, "prepare_inputs", None)
     if not callable(fn):
         return x
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    outs = [fn(x[i: i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    outs = [fn(xb).cpu() for xb in input_batches(x, torch.arange(len(x)).split(batch_size), device)]
     if not outs:  # no inputs: the shape from one dummy
         probe = fn(torch.zeros(1, *x.shape[1:], device=device)).cpu()
         return probe[:0]
@@ -535,33 +539,62 @@ def prepare_inputs(model: nn.Module, x: torch.Tensor, device: torch.device | str
 SPLITS = ("train", "val", "test")
 
 
+def _check_unit_range(inputs: list) -> None:
+    """Pretrained weights take images in [0, 1]: tensors are scanned, files read from their decoding
+    (dataset.normalize=false decodes to [0, 1])."""
+    from clexp.data.images import is_lazy
+
+    if any(is_lazy(x) and not x.decoding.unit_range for x in inputs):
+        raise ConfigError("dataset.normalize", True, "false with pretrained weights: they take images in [0, 1] and "
+                          "normalise them with their own mean and std (the model's input transform)")
+    tensors = [x for x in inputs if not is_lazy(x) and x.numel()]
+    if not tensors:
+        return
+    low, high = min(float(x.min()) for x in tensors), max(float(x.max()) for x in tensors)
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise ConfigError("dataset.normalize", f"the inputs range over [{low:.3g}, {high:.3g}]",
+                          "images in [0, 1] (dataset.normalize=false): the pretrained weights' transform normalises "
+                          "them with its own mean and std")
+
+
 def prepare_stream(stream, model: nn.Module, device: torch.device | str | None = None, batch_size: int = 256,
                    memory_fraction: float = 0.8):
     """Replace every experience's inputs (train, validation, test) by `prepare_inputs(model, x)`, once,
     before training; `stream.input_shape` follows. The model moves to `device` for it and back.
-    Refused (ConfigError) before any work when the prepared tensors would not fit in `memory_fraction`
-    of this machine's memory, or when pretrained weights would get images outside [0, 1]."""
+
+    Streamed images (`ImageFiles`) stay streamed: the weights' transform joins their decoding, in the
+    loader's worker processes (`with_prepare`), so every batch — training, evaluation, importance —
+    arrives prepared. With the feature cache they are read once instead, and the features kept in memory.
+    Refused (ConfigError) before any work when the tensors kept would not fit in `memory_fraction` of
+    this machine's memory, or when pretrained weights would get images outside [0, 1]."""
+    from clexp.data.images import first_input, is_lazy, with_prepare
+
     transform = getattr(model, "input_transform", None)
-    if not callable(getattr(model, "prepare_inputs", None)) or not len(stream) \
-            or (transform is None and not getattr(model, "features_cache", False)):
+    cache = bool(getattr(model, "features_cache", False))
+    if not callable(getattr(model, "prepare_inputs", None)) or not len(stream) or (transform is None and not cache):
         return stream
+    slots = [(e, s) for e in stream for s in SPLITS if getattr(e, f"x_{s}") is not None]
+    inputs = [getattr(e, f"x_{s}") for e, s in slots]
+    n = sum(len(x) for x in {id(x): x for x in inputs}.values())  # a shared test set counts once
     if transform is not None and transform.normalises:
-        low = min(float(getattr(e, f"x_{s}").min()) for e in stream for s in SPLITS
-                  if getattr(e, f"x_{s}") is not None and getattr(e, f"x_{s}").numel())
-        high = max(float(getattr(e, f"x_{s}").max()) for e in stream for s in SPLITS
-                   if getattr(e, f"x_{s}") is not None and getattr(e, f"x_{s}").numel())
-        if low < -1e-3 or high > 1 + 1e-3:
-            raise ConfigError("dataset.normalize", "the inputs range over "
-                              f"[{low:.3g}, {high:.3g}]", "images in [0, 1] (dataset.normalize=false): the pretrained "
-                              "weights' transform normalises them with its own mean and std")
+        _check_unit_range(inputs)
     first = stream[0].x_train
+    before = "×".join(map(str, first.shape[1:]))
+    source = f" from {transform.source}" if transform is not None and transform.source else ""
+    if not cache and all(is_lazy(x) for x in inputs):  # streamed: prepared by the workers, batch by batch
+        for (e, s), x in zip(slots, with_prepare(inputs, transform)):
+            setattr(e, f"x_{s}", x)
+        shape = tuple(stream[0].x_train.shape[1:])
+        print(f"inputs prepared as they are streamed, by the loader's workers: {n:,} images "
+              f"{before} → inputs {'×'.join(map(str, shape))}; transform: {transform.describe()}{source}")
+        stream.input_shape = shape
+        return stream
     device = torch.device(device) if device is not None else torch.device("cpu")
     original = next(model.parameters()).device
     model.to(device)
     try:
-        probe = prepare_inputs(model, first[:1], device)
+        probe = prepare_inputs(model, first_input(first), device)
         shape = tuple(probe.shape[1:])
-        n = sum(len(getattr(e, f"x_{s}")) for e in stream for s in SPLITS if getattr(e, f"x_{s}") is not None)
         need = n * math.prod(shape) * 4
         total = _physical_memory()
         if total and need > memory_fraction * total:
@@ -571,19 +604,17 @@ def prepare_stream(stream, model: nn.Module, device: torch.device | str | None =
                               "model.trainable=head model.features_cache=true (features only), a smaller "
                               "model.image_size, or fewer inputs")
         start = time.perf_counter()
-        for e in stream:
-            for s in SPLITS:
-                x = getattr(e, f"x_{s}")
-                if x is not None:
-                    setattr(e, f"x_{s}", prepare_inputs(model, x, device, batch_size))
+        done: dict[int, torch.Tensor] = {}  # one input object in several slots (a shared test set): prepared once
+        for (e, s), x in zip(slots, inputs):
+            if id(x) not in done:
+                done[id(x)] = prepare_inputs(model, x, device, batch_size)
+            setattr(e, f"x_{s}", done[id(x)])
         seconds = time.perf_counter() - start
     finally:
         model.to(original)
-    before = "×".join(map(str, first.shape[1:]))
-    what = "features of the frozen backbone" if getattr(model, "features_cache", False) else "inputs"
+    what = "features of the frozen backbone" if cache else "inputs"
     print(f"inputs prepared once on {device.type} ({seconds:.1f} s): {n:,} images {before} → {what} "
-          f"{'×'.join(map(str, shape))}; transform: {transform.describe() if transform else 'none'}"
-          f"{' from ' + transform.source if transform is not None and transform.source else ''}")
+          f"{'×'.join(map(str, shape))}; transform: {transform.describe() if transform else 'none'}{source}")
     stream.input_shape = shape
     return stream
 
