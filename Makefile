@@ -33,7 +33,7 @@ run: $(STAMP)  ## the default experiment: Split Digits, class-IL, MLP, naive (of
 	$(BIN)/clexp $(ARGS)
 
 test: $(STAMP)  ## the whole test suite (CPU)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 $(ARGS)
 
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end runs
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
