@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +13,10 @@ import torch
 from clexp.data.arrays import read_idx
 from clexp.data.base import SourceData
 
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
+# the 10k real MNIST test images: ../shared beside the checkout, or CLEXP_MNIST_T10K for a copy elsewhere
+SHARED_MNIST = Path(os.environ.get("CLEXP_MNIST_T10K") or
+                    Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k")
+_warned = False
 
 
 def mnist_like(synthetic_n: int = 10_000, seed: int = 0) -> SourceData:
@@ -22,6 +27,11 @@ def mnist_like(synthetic_n: int = 10_000, seed: int = 0) -> SourceData:
         y = torch.from_numpy(read_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz")).long()
         name = "mnist-t10k"
     else:
+        global _warned
+        if not _warned:  # once per process: the numbers of a benchmark on random data mean nothing
+            print(f"bench: no MNIST images in {SHARED_MNIST} (set CLEXP_MNIST_T10K to their folder): random "
+                  "MNIST-shaped data stands in", file=sys.stderr)
+            _warned = True
         x = torch.rand(synthetic_n, 1, 28, 28, generator=g)
         y = torch.randint(0, 10, (synthetic_n,), generator=g)
         name = "synthetic-mnist"

@@ -95,7 +95,8 @@ def table(seeds: list[int], tiny: bool, out: Path, log, only=None, own=None) -> 
             for seed in seeds:
                 t0 = time.perf_counter()
                 mine = [o for o in extra if not o.startswith("method.") or method in ("ogd", "agem")]
-                r = run([*COMMON, *overrides, f"method={method}", *(own or {}).get(name, {}).get(method, []), f"seed={seed}", *mine],
+                chosen = (own or {}).get(name, {}).get(method, [])
+                r = run([*COMMON, *overrides, f"method={method}", *chosen, f"seed={seed}", *mine],
                         out / f"{name}-{method}-{seed}")
                 seconds.append(time.perf_counter() - t0)
                 values.append(r["metrics"]["avg_acc"])
