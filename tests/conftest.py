@@ -44,6 +44,10 @@ def run_stream(run_dir: Path, overrides: list[str] = (), fast: bool = True) -> d
 def clexp_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300, clear: list[str] = ()):
     """Run `python -m clexp ARGS` in `cwd` (environment: ours + `env`, minus `clear`)."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # a rendezvous left in this process's environment (Lightning's SLURM environment writes MASTER_ADDR) must
+    # not reach a DDP child: one stale host name and its ranks wait forever
+    clear = (*clear, *(k for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+                       if k not in (env or {})))
     for name in clear:
         full_env.pop(name, None)
     return subprocess.run(

@@ -59,6 +59,11 @@ def test_lightning_reads_the_ranks_of_a_slurm_task(monkeypatch):
            "SLURM_NODELIST": "node[1-2]"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # SLURMEnvironment writes MASTER_ADDR / MASTER_PORT into os.environ: undone after the test, or a later DDP
+    # test in this worker would inherit MASTER_ADDR=node1 and its ranks wait forever for an unknown host
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "placeholder")
+        monkeypatch.delenv(key)
     assert SLURMEnvironment.detect()
     slurm = SLURMEnvironment()
     assert (slurm.world_size(), slurm.global_rank(), slurm.local_rank(), slurm.node_rank()) == (8, 6, 2, 1)
