@@ -141,6 +141,22 @@ def test_gpm_update_is_orthogonal_to_the_stored_bases(tmp_path, incremental, mod
         assert torch.equal(rows.bool(), r.module.task_masks[:2].any(0))
 
 
+def one_layer_bases(lin: nn.Module, basis: torch.Tensor | None = None) -> gpm.GPMBases:
+    """GPMBases bound to a model whose one layer is `lin`, holding `basis` when given."""
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+    reg = gpm.GPMBases()
+    reg.bind(Model())
+    if basis is not None:
+        reg.grow("basis__0", basis)
+        reg.loaded()
+    return reg
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("k", [2, 5], ids=["narrow", "wide"])
 @pytest.mark.parametrize("shape", [(3, 6), (1, 3, 6)], ids=["2d", "3d"])
@@ -152,16 +168,7 @@ def test_gpm_input_side_projection_equals_the_projected_gradient(bias, k, shape)
     d = 6 + bias
     q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))
     M = q[:, :k].contiguous()
-    reg = gpm.GPMBases()
-
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = lin
-
-    reg.bind(Model())
-    reg.grow("basis__0", M)
-    reg.loaded()
+    reg = one_layer_bases(lin, M)
     reg.install()
     a = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     r = torch.randn(*shape[:-1], 5, dtype=torch.float64)
@@ -187,17 +194,8 @@ def test_gpm_input_side_projection_equals_the_projected_gradient(bias, k, shape)
 def test_gpm_projects_on_the_gradient_when_the_batch_is_not_smaller_than_the_layer():
     torch.manual_seed(4)
     lin = nn.Linear(4, 3)
-    reg = gpm.GPMBases()
-
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = lin
-
-    reg.bind(Model())
     q, _ = torch.linalg.qr(torch.randn(5, 5))
-    reg.grow("basis__0", q[:, :2].contiguous())
-    reg.loaded()
+    reg = one_layer_bases(lin, q[:, :2].contiguous())
     reg.install()
     lin(torch.randn(3, 4)).sum().backward()  # N = 3 = out: the plain forward, projected on .grad after
     assert reg._plain == {0} and not reg._input_side
@@ -230,14 +228,7 @@ def test_gpm_update_is_orthogonal_with_inputs_projected_in_the_backward(tmp_path
 def test_gpm_wide_basis_uses_the_projector_with_the_same_result():
     torch.manual_seed(1)
     lin = nn.Linear(6, 3)
-    reg = gpm.GPMBases()
-
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = lin
-
-    reg.bind(Model())
+    reg = one_layer_bases(lin)
     for k in (2, 6):  # narrow (two products) and wide (the d × d projector): the same projection
         q, _ = torch.linalg.qr(torch.randn(7, 7))
         reg.grow("basis__0", q[:, :k].contiguous())

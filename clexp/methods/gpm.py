@@ -148,7 +148,7 @@ def update_basis(basis: torch.Tensor, gram: torch.Tensor, threshold: float) -> t
 
 class _ProjectedLinear(torch.autograd.Function):
     """y = a Wᵀ + b, whose backward gives ∇a = δW as usual and [∇W, ∇b] = δᵀ(Ā − ĀMMᵀ), Ā = [a, 1]: the weight
-    gradient already projected out of span(M) (`P`: I − MMᵀ when the basis is wide, else None)."""
+    gradient already projected out of span(M) (`P`: the projector MMᵀ when the basis is wide, else None)."""
 
     @staticmethod
     def forward(ctx, a, weight, bias, M, P):
@@ -163,11 +163,12 @@ class _ProjectedLinear(torch.autograd.Function):
         g = grad_out.reshape(-1, weight.shape[0])
         rows = a.reshape(-1, d_w)
         grad_a = (g @ weight).view_as(a) if ctx.needs_input_grad[0] else None
-        if P is not None:  # wide: Ā(I − MMᵀ) with the d × d projector
-            inputs = rows @ P[:d_w, :d_w]
+        if P is not None:  # wide: Ā − ĀMMᵀ with the d × d projector
+            change = rows @ P[:d_w]  # N × d
             if ctx.has_bias:
-                inputs += P[d_w, :d_w]
-                ones = rows @ P[:d_w, d_w] + P[d_w, d_w]
+                change += P[d_w]
+                ones = 1 - change[:, d_w]
+            inputs = rows - change[:, :d_w]
         else:
             c = rows @ M[:d_w]  # N × k: the inputs' coordinates in the basis
             if ctx.has_bias:
@@ -194,12 +195,19 @@ class GPMBases(ConstraintState):
         self._projectors: dict[int, torch.Tensor] = {}  # M Mᵀ of a layer whose basis is over half its d
         self._rows: dict[int, torch.Tensor] = {}  # layer → 1/0 per output row: projected or left free
         self._ranks = [self.basis(i).shape[1] for i in range(len(getattr(self, "layers", [])))]
-        self._complements: dict[int, torch.Tensor] = {}  # I − MMᵀ of a wide basis (input-side projection)
         self._input_side: set[int] = set()  # layers whose every gradient since the last step was projected in
         self._plain: set[int] = set()  # ... and those that also had an unprojected one (then: on .grad)
 
     def basis(self, i: int) -> torch.Tensor:
         return getattr(self, f"basis__{i}")
+
+    def projector(self, i: int) -> torch.Tensor:
+        """M Mᵀ of layer i (d × d, kept until the basis changes)."""
+        M = self.basis(i)
+        P = self._projectors.get(i)
+        if P is None or P.device != M.device:
+            P = self._projectors[i] = M @ M.T
+        return P
 
     def consolidate(self, grams: list[torch.Tensor], threshold: float) -> None:
         for i, gram in enumerate(grams):
@@ -239,11 +247,7 @@ class GPMBases(ConstraintState):
                 self._plain.add(i)
                 return F.linear(a, layer.weight, layer.bias)
             M = self.basis(i)
-            P = None
-            if 2 * self._ranks[i] > M.shape[0]:
-                P = self._complements.get(i)
-                if P is None or P.device != M.device:
-                    P = self._complements[i] = torch.eye(M.shape[0], device=M.device, dtype=M.dtype) - M @ M.T
+            P = self.projector(i) if 2 * self._ranks[i] > M.shape[0] else None
             self._input_side.add(i)
             return _ProjectedLinear.apply(a, layer.weight, layer.bias, M.to(a.dtype), None if P is None else
                                           P.to(a.dtype))
@@ -266,9 +270,7 @@ class GPMBases(ConstraintState):
                 b = m.bias.grad = torch.zeros_like(m.bias)
             d_w = g.shape[1]
             if 2 * k > M.shape[0]:  # a wide basis: one product with the d × d projector is cheaper than two
-                P = self._projectors.get(i)
-                if P is None or P.device != M.device:
-                    P = self._projectors[i] = M @ M.T
+                P = self.projector(i)
                 full = g if b is None else torch.cat([g, b[:, None]], dim=1)
                 change = full @ P
                 if i in self._rows:
