@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 LOCK   := constraints.txt
 ARGS   ?=
 
-.PHONY: install lock run test test-fast sweep bench bench-tiny lint clean
+.PHONY: install install-ray lock run test test-fast sweep bench bench-tiny lint clean
 
 $(STAMP): pyproject.toml setup.py $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,15 +19,24 @@ $(STAMP): pyproject.toml setup.py $(LOCK)
 # hydra_plugins/clexp_optuna, which setuptools' default editable finder hides from it
 install: $(STAMP)  ## create .venv and install clexp (editable) with its test tools, at the tested versions of constraints.txt
 
+# the ray extra (hydra/launcher=ray) on top, at the versions of the same lock (~30 s, an 80 MB ray wheel); CI installs it
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,sweeps,timm,ray]" --config-settings editable_mode=compat
+	@touch $(RAY_STAMP)
+
+install-ray: $(RAY_STAMP)  ## make install, plus the ray extra (Hydra's Ray launcher), at the versions of constraints.txt
+
 # not on $(STAMP): that would first reinstall the old pins over what is being locked
 lock:  ## refresh constraints.txt from the versions installed in .venv (e.g. after .venv/bin/pip install -U PKG)
-	@test -x $(BIN)/python || { echo "make lock: no $(VENV); run make install first" >&2; exit 1; }
-	@{ echo "# The tested versions of every package in $(VENV); \`make install\` installs them (pip install -c $(LOCK))."; \
+	@test -x $(BIN)/python || { echo "make lock: no $(VENV); run make install-ray first" >&2; exit 1; }
+	@$(BIN)/python -c 'import ray, hydra_plugins.hydra_ray_launcher' 2>/dev/null || \
+	  { echo "make lock: no ray extra in $(VENV) (its pins would drop out of $(LOCK)); run make install-ray first" >&2; exit 1; }
+	@{ echo "# The tested versions of every package in $(VENV); \`make install\` and \`make install-ray\` install them (pip install -c $(LOCK))."; \
 	   echo "# Made by \`make lock\` (pip freeze --all --exclude-editable, clexp itself left out): do not edit by hand."; \
 	   echo "# The version ranges stay in pyproject.toml. Locked with $$($(BIN)/python -c \
 	     'import platform; print("Python", platform.python_version(), "on", platform.system(), platform.machine())')."; \
 	   $(BIN)/python -m pip freeze --all --exclude-editable | grep -v -i -E '^clexp( |=|@|$$)'; } > $(LOCK).tmp
-	@mv $(LOCK).tmp $(LOCK) && touch $(STAMP)
+	@mv $(LOCK).tmp $(LOCK) && touch $(STAMP) $(RAY_STAMP)
 	@echo "$(LOCK): $$(grep -c '==' $(LOCK)) packages pinned"
 
 run: $(STAMP)  ## the default experiment: Split Digits, class-IL, MLP, naive (offline); ARGS="key=value ..." to override

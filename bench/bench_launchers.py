@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--launchers", nargs="*", default=list(LAUNCHERS))
+    parser.add_argument("--launchers", nargs="*", default=list(LAUNCHERS), choices=list(LAUNCHERS),
+                        help="(overrides go before this option: it takes every word after it)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     parser.add_argument("overrides", nargs="*", help="clexp overrides for every job (default: none)")
     args = parser.parse_args(argv)
