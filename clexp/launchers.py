@@ -74,8 +74,9 @@ def check_launcher(argv: list[str]) -> list[str]:
         module, what, extra = PLUGINS[choice]
         missing = [m for m in (module, "ray" if choice == "ray" else None) if m and not _importable(m)]
         if missing:
+            in_checkout = "make install-ray" if choice == "ray" else f'pip install -e ".[{extra[6:-1]}]"'
             raise LauncherError(f"hydra/launcher={choice} needs {what}, which is not installed: "
-                                f'pip install "{extra}" (in a checkout: pip install -e ".[{extra[6:-1]}]")')
+                                f'pip install "{extra}" (in a checkout: {in_checkout})')
     if choice == "ray":
         argv = _check_ray(argv)
     if choice in SUBMITIT:

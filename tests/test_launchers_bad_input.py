@@ -38,7 +38,7 @@ def _free_port() -> int:
 def test_ray_without_the_extra_names_the_extra(cli, monkeypatch):
     real = launchers._importable
     monkeypatch.setattr(launchers, "_importable", lambda m: False if "ray" in m else real(m))
-    _one_line_error(cli("hydra/launcher=ray"), "hydra/launcher=ray", 'pip install "clexp[ray]"')
+    _one_line_error(cli("hydra/launcher=ray"), "hydra/launcher=ray", 'pip install "clexp[ray]"', "make install-ray")
 
 
 def test_a_ray_address_that_does_not_answer(cli, monkeypatch):
