@@ -1,6 +1,7 @@
 """Lightning DDP on CPU (gloo, 2 processes): importances equal the single-process ones, a whole run
 gives a sane matrix, and a DDP sweep writes each job once, into its own folder (one sweep does all);
-streamed images: each rank trains on its own half of every experience and all end with one model."""
+streamed images: each rank trains on its own half of every experience and all end with one model; PackNet
+(pruned and retrained outside the fit loop) ends each experience with one model on both ranks."""
 
 import json
 from pathlib import Path
