@@ -1,6 +1,7 @@
 """Lightning DDP on CPU (gloo, 2 processes): importances equal the single-process ones, a whole run
 gives a sane matrix, and a DDP sweep writes each job once, into its own folder (one sweep does all);
-streamed images: each rank trains on its own half of every experience and all end with one model."""
+streamed images: each rank trains on its own half of every experience and all end with one model; PackNet
+(pruned and retrained outside the fit loop) ends each experience with one model on both ranks."""
 
 import json
 from pathlib import Path
@@ -92,3 +93,20 @@ def test_ddp_on_streamed_images_shards_each_experience_and_ends_with_one_model(t
     assert not seen[0] & seen[1] and seen[0] | seen[1] == all_files
     final = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "run"))["module"]
     assert all(torch.equal(final[k].cpu(), w0[k]) for k in final) and final.keys() == w0.keys()
+
+
+def test_packnet_under_ddp_finishes_with_one_model_on_both_ranks(tmp_path):
+    """PackNet under DDP on 2 CPU processes (gloo): DDP's start-up broadcast of the owner buffers works (int16
+    ones were refused by gloo), and after each experience — pruned and retrained outside the fit loop, its
+    gradients all-reduced by hand — both ranks hold the same weights and masks."""
+    record = tmp_path / "record"
+    out = clexp_cli([*BASE, "method=packnet", "train.iterations=6", "train.batch_size=16", "trainer=ddp",
+                     "trainer.devices=2", "plots=false", "hydra.run.dir=run"],
+                    tmp_path, env={shard_record.ENV: str(record)}, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(json.loads((tmp_path / "run" / "results.json").read_text())["acc_matrix"]) == 2
+    for i in range(2):
+        w0, w1 = (torch.load(record / f"rank{r}_experience{i}.pt", weights_only=True) for r in range(2))
+        assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0), i
+        owners = [v for k, v in w0.items() if "owner__" in k]
+        assert owners and all((v == i).any() for v in owners), i  # experience i owns weights in every layer

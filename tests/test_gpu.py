@@ -15,7 +15,7 @@ from tests.conftest import clexp_cli, compose
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
-METHODS = ["naive", "ewc", "online_ewc", "si", "mas", "l2", "lwf", "kfac_ewc"]
+METHODS = ["naive", "ewc", "online_ewc", "si", "mas", "l2", "lwf", "kfac_ewc", "packnet"]
 # a tiny stream on the GPU: 2 experiences (the second one with the penalty of the first), a narrow MLP
 GPU = ["trainer=gpu", "logger=none", "trainer.enable_progress_bar=false", "plots=false", "model.hidden=[64]",
        "scenario.n_experiences=2"]

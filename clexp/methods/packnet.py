@@ -83,9 +83,10 @@ def free_counts(n: int, p: float, experiences: int) -> list[int]:
 
 
 class PackNetMasks(Regularizer):
-    """PackNet's per-weight ownership (buffers `owner__*`, int16: -1 free, k experience k) and the
-    constraint it puts on training: masked gradients, frozen weights restored after every step. Not a
-    term of the loss (`value` is None: nothing to log), so it adds no backward work."""
+    """PackNet's per-weight ownership (buffers `owner__*`, int32: -1 free, k experience k; not int16, which
+    gloo cannot broadcast when DDP starts) and the constraint it puts on training: masked gradients, frozen
+    weights restored after every step. Not a term of the loss (`value` is None: nothing to log), so it adds
+    no backward work."""
 
     analytic_gradient = True  # the training loop calls add_gradient after the backward: the gradient mask
 
@@ -105,7 +106,7 @@ class PackNetMasks(Regularizer):
         self.names, self.shared = prunable_parameters(model)
         params = dict(model.named_parameters())
         for n in self.names:
-            self.register_buffer(f"owner__{buffer_key(n)}", torch.full_like(params[n], FREE, dtype=torch.int16))
+            self.register_buffer(f"owner__{buffer_key(n)}", torch.full_like(params[n], FREE, dtype=torch.int32))
         model.freeze_norm_stats = True  # running statistics: those of the first experience (see the docstring)
 
     def owner(self, name: str) -> torch.Tensor:
