@@ -13,6 +13,7 @@ from clexp.methods import agem, gpm, ogd
 from clexp.runner import StreamRunner
 from clexp.validation import validate
 from tests.conftest import FAST, compose
+from tests.stop_resume import Stop, StopAt
 
 TINY = [*FAST, "model.hidden=[16]", "plots=false", "train.epochs=null", "train.iterations=6",
         "scenario.n_experiences=5", "scenario.use_first=3", "train.val_fraction=0"]
@@ -343,19 +344,6 @@ def test_ogd_runs_and_reports_its_directions(tmp_path):
 
 
 # ------------------------------------------------------------------------------ resume
-
-
-class Stop(Exception):
-    pass
-
-
-class StopAt(pl.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.fit_loop.epoch_loop._batches_that_stepped + 1 >= self.step:
-            raise Stop
 
 
 @pytest.mark.parametrize("method", [["method=gpm"], ["method=ogd", "method.memory_per_experience=5"],

@@ -8,13 +8,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from clexp import checkpoint
 from clexp.build import build_named
 from clexp.methods.er import ExperienceReplay
 from clexp.overrides import check_method_keys
 from clexp.runner import StreamRunner
 from clexp.validation import validate
 from tests.conftest import CONF, FAST, compose, run_stream
+from tests.stop_resume import stopped_and_resumed
 
 TINY = [*FAST, "model.hidden=[16]", "plots=false", "train.epochs=1"]
 
@@ -130,35 +130,14 @@ def test_replay_combines_with_every_method():
             assert cfg.name.startswith(f"{method}-") and "-er-" in cfg.name
 
 
-class Stop(Exception):
-    pass
-
-
-class StopAt(pl.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.fit_loop.epoch_loop._batches_that_stepped + 1 >= self.step:
-            raise Stop
-
-
 @pytest.mark.parametrize("method", [["method=er"], ["method=si", "+replay=er"]], ids=["er", "si+er"])
 def test_stopped_run_resumes_to_identical_results(tmp_path, method):
     base = [*TINY, *method, "scenario.n_experiences=2", "train.iterations=12", "trainer.checkpoint_every_n_steps=5",
             "method.buffer_size=40", "optimizer=adam", "optimizer.lr=0.01"]
-    cfg = compose(base)
-    full = StreamRunner(cfg, tmp_path / "full", parts=validate(cfg)).run()
-    cfg = compose(base)
-    with pytest.raises(Stop):  # step 18: in experience 1 (steps 12..23), after its checkpoint at its step 5 (17)
-        StreamRunner(cfg, tmp_path / "stopped", parts=validate(cfg), extra_callbacks=[StopAt(19)]).run()
-    state = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "stopped"))
+    # stopped at step 18: in experience 1 (steps 12..23), after its checkpoint at its step 5 (17)
+    full, resumed, state, a, b = stopped_and_resumed(base, tmp_path, 19)
     assert not state["finished"] and state["steps"] + state["point"]["step"] == 17
-    cfg = compose(base)
-    resumed = StreamRunner(cfg, tmp_path / "stopped", parts=validate(cfg), resume=state).run()
     assert full["acc_matrix"] == resumed["acc_matrix"] and full["memory"] == resumed["memory"]
-    a = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "full"))
-    b = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "stopped"))
     for k in a["module"]:
         assert torch.equal(a["module"][k], b["module"][k]), k
     buf_a = next(s for s in a["method_callbacks"] if s and "seen" in s)

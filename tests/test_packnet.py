@@ -14,6 +14,7 @@ from clexp.models import MLP
 from clexp.runner import StreamRunner
 from clexp.validation import validate
 from tests.conftest import FAST, compose
+from tests.stop_resume import stopped_and_resumed
 
 
 def numpy_prune(w: np.ndarray, free: np.ndarray, p: float):
@@ -157,24 +158,14 @@ def test_stopped_run_resumes_to_identical_weights_and_masks(tmp_path):
     """Stopped in experience 1 after a mid-experience checkpoint and resumed: the retrain after pruning (its own
     optimizer and loader pass, dropout drawing from the global generator) ends bit for bit where the
     uninterrupted run ends."""
-    from clexp import checkpoint
-    from tests.test_er import Stop, StopAt
-
     base = [*FAST, "model.hidden=[16]", "plots=false", "train.epochs=1", "method=packnet", "model.dropout=0.2",
             "scenario.incremental=task", "scenario.n_experiences=2", "train.iterations=12",
             "trainer.checkpoint_every_n_steps=5", "optimizer=sgd", "optimizer.momentum=0.9"]
-    cfg = compose(base)
-    full = StreamRunner(cfg, tmp_path / "full", parts=validate(cfg)).run()
-    cfg = compose(base)
-    with pytest.raises(Stop):  # step 18: in experience 1 (steps 12..23), after its checkpoint at its step 5 (17)
-        StreamRunner(cfg, tmp_path / "stopped", parts=validate(cfg), extra_callbacks=[StopAt(19)]).run()
-    state = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "stopped"))
+    # stopped at step 18: in experience 1 (steps 12..23), after its checkpoint at its step 5 (17)
+    full, resumed, state, a, b = stopped_and_resumed(base, tmp_path, 19)
     assert not state["finished"] and state["steps"] + state["point"]["step"] == 17
-    cfg = compose(base)
-    resumed = StreamRunner(cfg, tmp_path / "stopped", parts=validate(cfg), resume=state).run()
     assert full["acc_matrix"] == resumed["acc_matrix"] and full["packnet"] == resumed["packnet"]
-    a = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "full"))["module"]
-    b = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "stopped"))["module"]
+    a, b = a["module"], b["module"]
     assert a.keys() == b.keys() and any("owner__" in k for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -5,12 +5,8 @@ head on cached features end bit for bit where the uninterrupted runs end."""
 import pytest
 import torch
 
-from clexp import checkpoint
-from clexp.runner import StreamRunner
-from clexp.validation import validate
-from tests.conftest import compose
+from tests.stop_resume import stopped_and_resumed
 from tests.test_pretrained import QUIET, images, r18_state, torch_home  # noqa: F401 (fixtures)
-from tests.test_resume_task_free import Stop, StopAt
 
 
 @pytest.mark.parametrize("extra", [["model.trainable=last:1", "method=ewc", "method.fisher.max_samples=2"],
@@ -22,18 +18,11 @@ def test_stopped_pretrained_run_resumes_to_identical_results(tmp_path, torch_hom
             f"dataset.path={data}", "dataset.normalize=false", "scenario.n_experiences=2", "train.val_fraction=0",
             "train.epochs=3", "train.batch_size=4", "optimizer.momentum=0.9", "trainer.checkpoint_every_n_steps=4",
             *extra]
-    cfg = compose(base)
-    full = StreamRunner(cfg, tmp_path / "full", parts=validate(cfg)).run()
-    cfg = compose(base)
-    with pytest.raises(Stop):  # 6 steps per experience: step 11 lies inside experience 1, after its checkpoint
-        StreamRunner(cfg, tmp_path / "stopped", parts=validate(cfg), extra_callbacks=[StopAt(11)]).run()
-    state = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "stopped"))
+    # 6 steps per experience: step 11 lies inside experience 1, after its checkpoint
+    full, resumed, state, a, b = stopped_and_resumed(base, tmp_path, 11)
     assert state["experience"] == 1 and not state["finished"] and state["point"]["step"] == 4
-    cfg = compose(base)
-    resumed = StreamRunner(cfg, tmp_path / "stopped", parts=validate(cfg), resume=state).run()
     assert full["acc_matrix"] == resumed["acc_matrix"] and full["metrics"] == resumed["metrics"]
-    a = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "full"))["module"]
-    b = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "stopped"))["module"]
+    a, b = a["module"], b["module"]
     assert a.keys() == b.keys() and any("running_mean" in k for k in a)
     for k in a:  # weights, BatchNorm statistics, penalty buffers: bit for bit
         assert torch.equal(a[k], b[k]), k

@@ -3,30 +3,17 @@ stream checkpoint ends bit for bit where the uninterrupted run ends — the opti
 experience ends, RWalk's running Fisher and path sums, and EWC's per-batch Fisher sums included."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from clexp import checkpoint
 from clexp.runner import StreamRunner
 from clexp.validation import validate
 from tests.conftest import FAST, compose
+from tests.stop_resume import Stop, StopAt
 
 BASE = [*FAST, "model.hidden=[16]", "plots=false", "optimizer=adam", "optimizer.lr=0.01", "scenario.task_free=true",
         "train.iterations=60", "scenario.boundaries=blurry", "scenario.incremental=task",
         "trainer.checkpoint_every_n_steps=7", "eval.every_n_steps=5", "method.consolidate_every=9"]
-
-
-class Stop(Exception):
-    pass
-
-
-class StopAt(pl.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.fit_loop.epoch_loop._batches_that_stepped + 1 >= self.step:
-            raise Stop
 
 
 RWALK = ["method=rwalk", "method.lam=1e-5", "method.fisher.variant=sampled"]
