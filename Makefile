@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 LOCK   := constraints.txt
+EXTRAS := dev,sweeps,timm
 ARGS   ?=
 
 .PHONY: install install-ray lock run test test-fast sweep bench bench-tiny lint clean
@@ -12,7 +13,7 @@ ARGS   ?=
 $(STAMP): pyproject.toml setup.py $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,sweeps,timm]" --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[$(EXTRAS)]" --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 # editable_mode=compat: the checkout itself on sys.path, so that Hydra's plugin scan (pkgutil) finds
@@ -21,7 +22,7 @@ install: $(STAMP)  ## create .venv and install clexp (editable) with its test to
 
 # the ray extra (hydra/launcher=ray) on top, at the versions of the same lock (~30 s, an 80 MB ray wheel); CI installs it
 $(RAY_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,sweeps,timm,ray]" --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[$(EXTRAS),ray]" --config-settings editable_mode=compat
 	@touch $(RAY_STAMP)
 
 install-ray: $(RAY_STAMP)  ## make install, plus the ray extra (Hydra's Ray launcher), at the versions of constraints.txt
