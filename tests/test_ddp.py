@@ -15,7 +15,8 @@ from tests.conftest import clexp_cli
 # one process with batch 32 sees the same batches as two processes with 16 each (TensorLoader shards),
 # as long as no pass ends (the last, padded batch would differ): 10 steps of 32 < 719 inputs
 BASE = ["scenario.n_experiences=2", "train.epochs=null", "train.iterations=10", "model.hidden=[32]", "logger=none",
-        "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "scenario.incremental=task"]
+        "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "scenario.incremental=task",
+        "optimizer.lr=0.01"]  # 10 steps: Adam at lr 0.01 learns in them (at the default 0.001 it barely starts)
 
 
 def importances(run_dir):

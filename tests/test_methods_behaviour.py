@@ -1,6 +1,8 @@
-"""Behaviour on Split Digits: SI and MAS at their default strengths (chosen on validation by
-bench/select_defaults.py) forget less than fine-tuning in task- and domain-IL where fine-tuning forgets;
-EWC's default does not harm the issue's short run; a huge λ freezes what the first experience learnt."""
+"""Behaviour on Split Digits: EWC, SI and MAS at their default strengths (chosen on validation by
+bench/select_defaults.py) forget less than fine-tuning where fine-tuning forgets (domain-IL) and no more
+where it barely does (task-IL), in conf/config.yaml's own setup; the issue's short run
+(`scenario.incremental=domain seed=0 train.epochs=1`) is changed measurably, not left identical to naive or
+collapsed; a huge λ freezes what the first experience learnt."""
 
 import statistics
 
@@ -11,7 +13,8 @@ from tests.conftest import run_stream
 
 QUIET = ["plots=false", "logger=none", "trainer.enable_progress_bar=false"]
 SCENARIOS = ("task", "domain")
-SEEDS = (0, 1)  # 3 seeds give the same verdicts with the same margins (checked); 2 keep the suite short
+SEEDS = (0, 1)  # bench/select_defaults.py's test tables have 3 seeds; 2 keep the suite short
+METHODS = ["ewc", "si", "mas"]  # the issue's command: method=naive,ewc,si,mas
 
 
 def mean_metrics(folder, method, setup) -> dict:
@@ -27,27 +30,31 @@ def mean_metrics(folder, method, setup) -> dict:
 
 @pytest.fixture(scope="module")
 def naive(tmp_path_factory):
-    return mean_metrics(tmp_path_factory.mktemp("naive"), "naive", SETUPS["forgetting"])
+    return mean_metrics(tmp_path_factory.mktemp("naive"), "naive", SETUPS["default"])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["si", "mas"])
+@pytest.mark.parametrize("method", METHODS)
 def test_method_forgets_less_than_fine_tuning_with_its_default_strength(tmp_path, naive, method):
-    ours = mean_metrics(tmp_path, method, SETUPS["forgetting"])
-    for inc in SCENARIOS:
-        assert naive[inc][1] > 0.01, (inc, naive)  # the setting does forget
-        assert ours[inc][1] < naive[inc][1] - 0.005, (method, inc, ours, naive)  # less, in each scenario
-        assert ours[inc][0] > naive[inc][0], (method, inc, ours, naive)  # and a better average accuracy
+    ours = mean_metrics(tmp_path, method, SETUPS["default"])
+    assert naive["domain"][1] > 0.1, naive  # the setting does forget
+    assert ours["domain"][1] < naive["domain"][1] - 0.03, (method, ours, naive)  # measurably less
+    assert ours["domain"][0] > naive["domain"][0], (method, ours, naive)  # and a better accuracy
+    assert ours["task"][1] <= naive["task"][1] + 0.002, (method, ours, naive)  # no more where naive barely forgets
+    assert ours["task"][0] > naive["task"][0] - 0.03, (method, ours, naive)
 
 
 @pytest.mark.slow
-def test_ewc_default_does_not_harm_the_short_domain_run(tmp_path):
-    # the issue's check: `method=naive,ewc scenario.incremental=domain seed=0 train.epochs=1` (λ = 100
-    # collapsed to one output there, 49 %)
+def test_defaults_change_the_issues_short_domain_run_without_collapsing_it(tmp_path):
+    # the issue's check: `method=naive,ewc,si,mas scenario.incremental=domain seed=0 train.epochs=1` gave si and
+    # mas matrices identical to naive's and ewc (λ = 100 under SGD) collapsed to one output (49 %)
     run = ["scenario.incremental=domain", "train.epochs=1", "seed=0", *QUIET]
-    naive = run_stream(tmp_path / "naive", [*run, "method=naive"], fast=False)["metrics"]["avg_acc"]
-    ewc = run_stream(tmp_path / "ewc", [*run, "method=ewc"], fast=False)["metrics"]["avg_acc"]
-    assert ewc > naive - 0.01, (ewc, naive)
+    naive = run_stream(tmp_path / "naive", [*run, "method=naive"], fast=False)
+    for method in METHODS:
+        ours = run_stream(tmp_path / method, [*run, f"method={method}"], fast=False)
+        assert ours["acc_matrix"] != naive["acc_matrix"], method
+        assert ours["metrics"]["avg_acc"] > naive["metrics"]["avg_acc"], (method, ours["metrics"], naive["metrics"])
+        assert ours["metrics"]["forgetting"] < naive["metrics"]["forgetting"] - 0.02, (method, ours["metrics"])
 
 
 @pytest.mark.slow

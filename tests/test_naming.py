@@ -7,7 +7,7 @@ from tests.conftest import compose
 
 
 def test_run_names_carry_method_strength_data_scenario_and_seed():
-    assert compose(["method=ewc"]).name == "ewc-lam30-digits-split-class-s0"
+    assert compose(["method=ewc"]).name == "ewc-lam10000-digits-split-class-s0"
     assert compose(["method=si", "method.c=0.5", "seed=3", "scenario=permuted"]).name == \
         "si-c0.5-digits-permuted-domain-s3"
     assert compose([]).name == "naive-digits-split-class-s0"  # no strength

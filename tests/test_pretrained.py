@@ -151,7 +151,7 @@ def test_frozen_parameters_stay_put_and_are_not_regularized(tmp_path, torch_home
                    "scenario.n_experiences=2", "train.val_fraction=0", "train.epochs=null", "train.iterations=1",
                    f"method={method}", *(["method.fisher.max_samples=4"] if method == "ewc" else []),
                    f"model.trainable={trainable}", "model.image_size=16",
-                   "optimizer.momentum=0.9"])
+                   "optimizer=sgd", "optimizer.momentum=0.9"])
     runner = StreamRunner(cfg, tmp_path / "run", parts=validate(cfg))
     before = {n: p.detach().clone() for n, p in runner.model.named_parameters()}
     runner.run()
