@@ -92,12 +92,9 @@ class Run(NamedTuple):
 
 def run_one(out: Path, setups: dict, run: Run) -> dict | None:
     """(avg_acc, forgetting) of one run under its setup's overrides, or None when it went NaN / inf."""
-    import torch
-
     import clexp
     from clexp.callbacks.finite_guard import NonFiniteError
 
-    torch.set_num_threads(1)
     overrides = [*QUIET, *setups[run.setup], f"method={run.method}", f"scenario.incremental={run.incremental}",
                  f"seed={run.seed}", f"name=select-{run.method}-{run.incremental}-s{run.seed}"]
     strength = ""
@@ -119,6 +116,10 @@ def run_one(out: Path, setups: dict, run: Run) -> dict | None:
 
 
 def _quiet_worker() -> None:
+    """One thread and quiet logs, in this process and in every worker (the pool's initializer)."""
+    import torch
+
+    torch.set_num_threads(1)
     os.environ.setdefault("WANDB_MODE", "offline")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning").setLevel(logging.WARNING)
@@ -134,13 +135,10 @@ def run_all(out: Path, setups: dict, runs: list[Run], workers: int, progress) ->
     """{run: result} of every run, in `workers` processes (1: in this one)."""
     results = {}
     jobs = [(out, setups, r) for r in runs]
-    if workers <= 1:
+    with contextlib.ExitStack() as stack:
         done = map(_call, jobs)
-        pool = contextlib.nullcontext()
-    else:  # spawn: a fresh interpreter per worker, nothing of this process's state inherited
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_quiet_worker)
-    with pool:
-        if workers > 1:
+        if workers > 1:  # spawn: a fresh interpreter per worker, nothing of this process's state inherited
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers, initializer=_quiet_worker))
             done = pool.imap_unordered(_call, jobs)
         for k, (run, result) in enumerate(done, 1):
             results[run] = result

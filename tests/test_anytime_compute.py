@@ -13,8 +13,10 @@ TINY = ["scenario.n_experiences=2", "train.epochs=1", "model.hidden=[64]"]
 @pytest.fixture(scope="module")
 def ewc_anytime(tmp_path_factory):
     folder = tmp_path_factory.mktemp("anytime")
-    # λ 30: a weak EWC, so that class-IL still forgets experience 0's outputs; 512 samples: more than any validation split here, so the subset is the whole split
-    return folder, run_stream(folder, [*TINY, "method=ewc", "method.lam=30", "eval.every_n_steps=4", "eval.anytime_samples=512"])
+    # λ 30: a weak EWC, so that class-IL still forgets experience 0's outputs;
+    # 512 samples: more than any validation split here, so the subset is the whole split
+    return folder, run_stream(folder, [*TINY, "method=ewc", "method.lam=30", "eval.every_n_steps=4",
+                                       "eval.anytime_samples=512"])
 
 
 def test_anytime_is_off_by_default_and_costs_nothing(tmp_path):

@@ -16,7 +16,8 @@ def test_stopped_pretrained_run_resumes_to_identical_results(tmp_path, torch_hom
     data = images(tmp_path / "d.pt", n_train=16, n_test=8, size=16)
     base = [*QUIET, "model=torchvision", "model.weights=IMAGENET1K_V1", "model.image_size=16", "dataset=arrays",
             f"dataset.path={data}", "dataset.normalize=false", "scenario.n_experiences=2", "train.val_fraction=0",
-            "train.epochs=3", "train.batch_size=4", "optimizer=sgd", "optimizer.momentum=0.9", "trainer.checkpoint_every_n_steps=4",
+            "train.epochs=3", "train.batch_size=4", "optimizer=sgd", "optimizer.momentum=0.9",
+            "trainer.checkpoint_every_n_steps=4",
             *extra]
     # 6 steps per experience: step 11 lies inside experience 1, after its checkpoint
     full, resumed, state, a, b = stopped_and_resumed(base, tmp_path, 11)
