@@ -51,9 +51,12 @@ class ContinualModule(pl.LightningModule):
     """Cross-entropy on the current experience plus `regularizer(model, x, t, raw_logits)`.
 
     Batches are `(x, y, t)`: inputs, targets in output space, task ids. `task_masks` (T × outputs,
-    bool) masks a shared head to each experience's outputs (task-IL without multiple heads).
-    The optimizer is rebuilt at the start of every experience from `optimizer` (a factory taking
-    the model's parameters, e.g. a Hydra `_partial_` of `torch.optim.Adam`).
+    bool) masks a shared head to each experience's outputs (task-IL without multiple heads);
+    `seen_masks` (T × outputs, bool; class-IL with `scenario.outputs=seen`) masks the outputs to the classes
+    seen up to the current experience, in training, importances and evaluation alike (`mask`).
+    The optimizer is built at the start of every experience from `optimizer` (a factory taking
+    the model's parameters, e.g. a Hydra `_partial_` of `torch.optim.Adam`); the runner loads the
+    previous experience's state into it when that is carried over (`train.reset_optimizer=false`).
 
     The training step is written out (Lightning's manual optimization): zero the gradients,
     backward of the task loss (callbacks' `on_after_backward` see its gradient alone), the
@@ -80,6 +83,7 @@ class ContinualModule(pl.LightningModule):
         task_masks: torch.Tensor | None = None,
         gradient_clip_val: float | None = None,
         augment: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None,
+        seen_masks: torch.Tensor | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -95,6 +99,7 @@ class ContinualModule(pl.LightningModule):
         self._augment_steps = 0  # the step count without a trainer (a bare training_step call)
         self.register_buffer("experience", torch.zeros((), dtype=torch.long))
         self.register_buffer("task_masks", task_masks)
+        self.register_buffer("seen_masks", seen_masks)  # None (not in the state_dict) unless outputs=seen
         self._features = None
         if regularizer is not None and getattr(regularizer, "needs_features", False):
             if not isinstance(getattr(model, "features", None), nn.Module):
@@ -120,11 +125,21 @@ class ContinualModule(pl.LightningModule):
             t = torch.full((len(x),), int(self.experience), dtype=torch.long, device=x.device)
         if self._evaluation_context is not None and not self.training:
             return per_experience_forward(self, x, t, self._evaluation_context)
-        return mask_logits(self.model(x, t), self.task_masks, t)
+        return self.mask(self.model(x, t), t)
+
+    def mask(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits with the outputs no sample may predict at -inf: outside its experience's (task-IL masks),
+        or outside the classes seen so far (`scenario.outputs=seen`)."""
+        logits = mask_logits(logits, self.task_masks, t)
+        if self.seen_masks is not None:
+            logits = logits.masked_fill(~self.seen_masks[self.experience], float("-inf"))
+        return logits
 
     def output_mask(self, experience: int) -> torch.Tensor | None:
         """The outputs experience `experience` may predict, or None when all are allowed."""
-        return None if self.task_masks is None else self.task_masks[experience]
+        if self.task_masks is not None:
+            return self.task_masks[experience]
+        return None if self.seen_masks is None else self.seen_masks[experience]
 
     def training_step(self, batch, batch_idx):
         x, y, t = batch
@@ -140,7 +155,7 @@ class ContinualModule(pl.LightningModule):
             recorder.armed, features, recorder.output = False, recorder.output, None
         else:
             raw = self.model(x, t)
-        loss = F.cross_entropy(mask_logits(raw, self.task_masks, t), y)
+        loss = F.cross_entropy(self.mask(raw, t), y)
         log_now, reg = self._log_now(), self.regularizer
         if reg is None:
             penalty = None
@@ -248,12 +263,12 @@ def per_experience_forward(module: ContinualModule, x: torch.Tensor, t: torch.Te
     ids = torch.unique(t).tolist()
     if len(ids) == 1:
         with context(module, int(ids[0])):
-            return mask_logits(module.model(x, t), module.task_masks, t)
+            return module.mask(module.model(x, t), t)
     out = None
     for task in ids:
         keep = t == task
         with context(module, int(task)):
-            logits = mask_logits(module.model(x[keep], t[keep]), module.task_masks, t[keep])
+            logits = module.mask(module.model(x[keep], t[keep]), t[keep])
         if out is None:
             out = logits.new_empty((len(x), logits.shape[1]))
         out[keep] = logits

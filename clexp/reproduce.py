@@ -3,7 +3,7 @@ paper's numbers.
 
     clexp-reproduce hsu2018_split_mnist [--seeds 0,1,2] [--faithful | --correct | --both]
                     [--methods naive,ewc,...] [--scenarios task,domain,class] [--launcher parallel]
-                    [--data mnist_t10k=PATH] [--out DIR] [OVERRIDE ...]
+                    [--data mnist_t10k=PATH [--keep-epochs]] [--out DIR] [OVERRIDE ...]
 
 The preset (conf/experiment/NAME.yaml) names the table (`preset.reproduce`: methods and scenarios) and
 the published numbers (`preset.paper`). The jobs — methods × scenarios × modes × seeds — are ONE
@@ -20,7 +20,11 @@ Written to the output folder (default `outputs/reproduce/NAME[-mnist_t10k]`): `t
 `reproduce.png` (grouped bars: the paper with its error bars, clexp faithful and correct with their
 std over seeds) and `sweep.log` (the sweep's output); the table is printed too. With
 `--data mnist_t10k=PATH` the runs use the 10,000 real MNIST test images in PATH as a stand-in
-(`dataset=mnist_t10k`, 8,000 training images): the title says so.
+(`dataset=mnist_t10k`, 8,000 training images): the title says so. A stand-in has fewer images per
+experience, so that each experience still takes the paper's number of optimizer steps `train.epochs` is
+scaled by the preset's `paper_train_size` over the stand-in's (Hsu et al.: 4 epochs of 60,000 → 30 of
+8,000); `--keep-epochs`, or a `train.epochs=`/`train.iterations=` override, keeps the given epochs. The
+title names the epochs and every extra override.
 
 Bad input (an unknown preset, a bad seed list, a data folder that is not there, ...): one line, exit 2.
 """
@@ -40,7 +44,8 @@ from omegaconf import OmegaConf
 from clexp import conf_source
 
 MODES = {"faithful": "true", "correct": "false"}
-DATA = {"mnist_t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # --data NAME=PATH: files it needs
+# --data NAME=PATH: the files it needs, and its number of training images (the steps of an epoch on it)
+DATA = {"mnist_t10k": {"files": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), "train_size": 8000}}
 FOOTNOTE = ("* no estimator of the paper's own recorded (preset.estimators): faithful and correct are the same "
             "computation, one set of runs fills both columns")
 SUBDIR = "${method.name}_${scenario.incremental}_faithful-${preset.faithful}_seed${seed}"
@@ -98,11 +103,27 @@ def parse_data(spec: str | None) -> tuple[str, Path] | None:
         raise ReproduceError(f"--data {spec!r}: NAME=PATH with NAME one of {', '.join(DATA)} "
                              "(e.g. mnist_t10k=/path/to/mnist-t10k)")
     folder = Path(path).expanduser().resolve()
-    missing = [stem for stem in DATA[name] if not any((folder / f"{stem}{ext}").is_file() for ext in (".gz", ""))]
+    missing = [stem for stem in DATA[name]["files"]
+               if not any((folder / f"{stem}{ext}").is_file() for ext in (".gz", ""))]
     if not folder.is_dir() or missing:
         raise ReproduceError(f"--data {spec}: {folder} " + ("is not a folder" if not folder.is_dir() else
                              f"lacks {', '.join(m + '[.gz]' for m in missing)}"))
     return name, folder
+
+
+def stand_in_epochs(name: str, preset: dict, data: str | None, overrides: list[str], keep: bool) -> int | None:
+    """On a stand-in, the epochs per experience that give the paper's optimizer steps: the preset's
+    `train.epochs` × `paper_train_size` / the stand-in's training images (rounded); None when nothing is
+    scaled (full data, `--keep-epochs`, a preset counted in iterations, or epochs set on the command line)."""
+    paper = preset.get("paper_train_size")
+    if data is None or keep or not paper or any(o.split("=", 1)[0].lstrip("+~") in ("train.epochs", "train.iterations")
+                                                  for o in overrides):
+        return None
+    train = OmegaConf.load(Path(conf_source.config_dir()) / "experiment" / f"{name}.yaml").get("train") or {}
+    epochs = train.get("epochs")
+    if not epochs or train.get("iterations") is not None:
+        return None
+    return max(1, round(int(epochs) * int(paper) / DATA[data]["train_size"]))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -121,6 +142,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", help="comma-separated subset of the preset's scenarios (task, domain, class)")
     p.add_argument("--launcher", help="a Hydra launcher of clexp's (conf/hydra/launcher/), e.g. parallel")
     p.add_argument("--data", help="NAME=PATH: a stand-in dataset, mnist_t10k=FOLDER (the 10k real test images)")
+    p.add_argument("--keep-epochs", action="store_true",
+                   help="on a stand-in (--data), the preset's train.epochs (fewer steps than the paper) instead of "
+                        "the epochs that give the paper's number of optimizer steps")
     p.add_argument("--out", help="output folder (default outputs/reproduce/NAME[-DATA])")
     p.add_argument("--table-only", action="store_true", help="no runs: the table of what the folder holds")
     return p
@@ -206,13 +230,18 @@ def _faithful(record: dict) -> bool:
     return bool(((record.get("config") or {}).get("preset") or {}).get("faithful", False))
 
 
-def title(name: str, preset: dict, data: str | None) -> str:
+def title(name: str, preset: dict, data: str | None, epochs: int | None = None, overrides: list[str] = ()) -> str:
     spread = preset.get("paper_spread", "std")
     text = (f"{name}: final average accuracy (%), clexp mean ± std over seeds; paper mean ± {spread} "
             f"({preset.get('paper_source', 'no source recorded')})")
     if data == "mnist_t10k":
         text += (" — clexp on the 10k-image stand-in (mnist_t10k: the 10,000 real MNIST test images split "
                  "8,000/2,000), not full MNIST")
+    if epochs is not None:
+        text += (f"; train.epochs={epochs}: the paper's optimizer steps per experience on the stand-in's "
+                 f"{DATA[data]['train_size']:,} training images")
+    if overrides:
+        text += f"; overrides: {' '.join(overrides)}"
     return text
 
 
@@ -319,12 +348,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clexp-reproduce: error: {err}", file=sys.stderr)
         return 2
     modes = ["faithful", "correct"] if args.mode in (None, "both") else [args.mode]
+    epochs = stand_in_epochs(args.name, preset, data[0] if data else None, args.overrides, args.keep_epochs)
+    extra = list(args.overrides) + ([f"train.epochs={epochs}"] if epochs is not None else [])
     out = Path(args.out or Path("outputs") / "reproduce" / (args.name + (f"-{data[0]}" if data else "")))
     out = out.expanduser().resolve()
     sweep_dir = out / "sweep"
     if not args.table_only:
         sweep = sweep_arguments(args.name, preset, methods, scenarios, modes, seeds, sweep_dir, data, args.launcher,
-                                args.overrides)
+                                extra)
         n = len(methods) * len(scenarios) * len(modes) * len(seeds)
         print(f"clexp-reproduce {args.name}: {n} jobs ({len(methods)} methods × {len(scenarios)} scenarios × "
               f"{len(modes)} modes × {len(seeds)} seeds) as one sweep in {sweep_dir}; output in {out / 'sweep.log'}",
@@ -334,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"clexp-reproduce: error: the sweep refused its input (see {out / 'sweep.log'})", file=sys.stderr)
             return 2
     rows = collect_table(sweep_dir, preset, methods, scenarios)
-    heading = title(args.name, preset, data[0] if data else None)
+    heading = title(args.name, preset, data[0] if data else None, epochs, args.overrides)
     files = write_table(rows, out, heading)
     from clexp.report import text_table
 

@@ -63,14 +63,18 @@ class StreamRunner:
         self.task_free = bool(getattr(parts.scenario, "task_free", False))
         self.task_free_steps = task_free_steps(cfg.train.iterations, [len(e.y_train) for e in self.stream]) \
             if self.task_free else None
-        self.optimizer_state: list[dict] | None = None  # task-free: the optimizer carried from fit to fit
+        self.optimizer_state: list[dict] | None = None  # the optimizer carried from fit to fit (if it is)
+        # task-free streams, and `train.reset_optimizer=false`: the next experience goes on with the optimizer's state
+        self.carry_optimizer = self.task_free or not cfg.train.get("reset_optimizer", True)
         self.model = build_model(cfg, self.stream)
         if callable(getattr(self.model, "prepare_inputs", None)):  # pretrained backbones: resize and normalise
             from clexp.models.pretrained import preparation_device, prepare_stream  # (and the feature cache), once
 
             prepare_stream(self.stream, self.model, preparation_device(cfg.trainer))
+        seen = self.stream.seen_masks if getattr(parts.scenario, "outputs", "all") == "seen" else None
         self.module = ContinualModule(self.model, parts.optimizer, parts.regularizer, self.stream.task_masks,
-                                      gradient_clip_val=cfg.trainer.get("gradient_clip_val"), augment=self.augment)
+                                      gradient_clip_val=cfg.trainer.get("gradient_clip_val"), augment=self.augment,
+                                      seen_masks=seen)
         self.module.n_experiences = len(self.stream)
         self.module.task_free = self.task_free  # the method callbacks: no boundary events
         self.module.online_importance = bool(cfg.train.get("online", False))  # importances from the batches
@@ -187,7 +191,7 @@ class StreamRunner:
         trainer = self.trainer(i, done_epochs, done_steps)
         loader = self.loader(i, trainer)
         shard_record.start(loader)  # CLEXP_RECORD_SHARDS: what this rank trains on (debugging DDP)
-        self.checkpoints.begin(loader, i, self.steps, point, self.optimizer_state if self.task_free else None)
+        self.checkpoints.begin(loader, i, self.steps, point, self.optimizer_state if self.carry_optimizer else None)
         self.compute.begin(point is not None)
         if self.anytime:
             self.anytime.begin(i, self.steps, done_steps)
@@ -209,7 +213,7 @@ class StreamRunner:
         shard_record.write(loader, getattr(loader, "inputs", loader.tensors[0]), i, trainer.global_rank,
                            trainer.world_size, self.module)
         self.train_seconds[i:] = [time.perf_counter() - t0]
-        if self.task_free:  # the next experience goes on with this optimizer's state
+        if self.carry_optimizer:  # the next experience goes on with this optimizer's state
             self.optimizer_state = [opt.state_dict() for opt in trainer.optimizers]
         self.compute.end(i, done_steps + trainer.global_step)
         self.steps += done_steps + trainer.global_step
@@ -234,7 +238,7 @@ class StreamRunner:
             # the method callbacks' own running state (batch sums of a task-free stream, ...)
             "method_callbacks": [cb.stream_state() if hasattr(cb, "stream_state") else None
                                  for cb in self.method_callbacks],
-            "optimizers": self.optimizer_state,  # task-free: carried over the experience ends
+            "optimizers": self.optimizer_state,  # task-free, reset_optimizer=false: carried over the experience ends
         }
 
     def restore(self, state: dict) -> None:

@@ -26,6 +26,7 @@ from clexp.data.images import cat_inputs, is_lazy
 from clexp.errors import ConfigError, check, check_number
 
 INCREMENTAL = ("task", "domain", "class")
+OUTPUTS = ("all", "seen")  # scenario.outputs: every output from the start, or the classes seen so far (class-IL)
 
 
 @dataclass
@@ -97,6 +98,18 @@ class Stream:
         masks = torch.zeros(len(self.experiences), self.n_outputs, dtype=torch.bool)
         for e in self.experiences:
             masks[e.index, e.output_classes] = True
+        return masks
+
+    @property
+    def seen_masks(self) -> torch.Tensor | None:
+        """Bool matrix (T × n_outputs): row i, the outputs of experiences 0..i (`scenario.outputs=seen`, an
+        expanding head as Hsu et al. 2018's `valid_out_dim`); None outside class-IL, whose outputs are
+        already each experience's own (task-IL masks, domain-IL's shared outputs)."""
+        if self.incremental != "class" or self.multihead:
+            return None
+        masks = torch.zeros(len(self.experiences), self.n_outputs, dtype=torch.bool)
+        for e in self.experiences:
+            masks[e.index:, e.output_classes] = True
         return masks
 
 
@@ -364,19 +377,21 @@ class Scenario:
     `boundaries`: `sharp`, or `blurry` (neighbouring experiences' training data mix near each boundary,
     `blur` the width: `blur_boundaries`, applied by the runner after the validation split is carved).
     `task_free`: the runner trains the stream as one continuous run without boundary events
-    (clexp/runner.py). Subclasses check their own values when constructed (before any data is read).
+    (clexp/runner.py). `outputs`: `all`, or `seen` (class-IL: the loss, the importances and the
+    predictions use only the classes of the experiences seen so far, an expanding head: `Stream.seen_masks`).
+    Subclasses check their own values when constructed (before any data is read).
     """
 
     ARGS = {"incremental": ("choice", INCREMENTAL), "n_experiences": ("int", {}),
             "seed": ("int", {"low": 0, "allow_none": True}), "use_first": ("int", {"allow_none": True}),
             "boundaries": ("choice", ("sharp", "blurry")),
-            "blur": ("number", {"low": 0, "high": 1, "high_open": True})}
+            "blur": ("number", {"low": 0, "high": 1, "high_open": True}), "outputs": ("choice", OUTPUTS)}
 
     def __init__(self, incremental: str = "class", n_experiences: int = 5, seed: int | None = None,
                  name: str | None = None, use_first: int | None = None, boundaries: str = "sharp",
-                 blur: float = 0.2, task_free: bool = False):
+                 blur: float = 0.2, task_free: bool = False, outputs: str = "all"):
         check_args(Scenario.ARGS, incremental=incremental, n_experiences=n_experiences, seed=seed,
-                   use_first=use_first, boundaries=boundaries, blur=blur)
+                   use_first=use_first, boundaries=boundaries, blur=blur, outputs=outputs)
         check(isinstance(task_free, bool), "task_free", task_free, "true or false")
         check(use_first is None or use_first <= n_experiences, "use_first", use_first,
               f"at most scenario.n_experiences ({n_experiences}), or null for the whole stream")
@@ -384,6 +399,7 @@ class Scenario:
         self.use_first = None if use_first is None else int(use_first)
         self.name = name or type(self).__name__.lower()
         self.boundaries, self.blur, self.task_free = boundaries, float(blur), bool(task_free)
+        self.outputs = outputs
 
     def check_heads(self, multihead: bool) -> None:
         """One head per experience needs the task id: task-IL only (checked before data is read, too)."""
@@ -410,8 +426,9 @@ class Split(Scenario):
 
     def __init__(self, incremental: str = "class", n_experiences: int = 5, class_order: list[int] | None = None,
                  shuffle_classes: bool = False, seed: int | None = None, name: str = "split",
-                 use_first: int | None = None, boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False):
-        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free)
+                 use_first: int | None = None, boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False,
+                 outputs: str = "all"):
+        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free, outputs)
         self.class_order = None if class_order is None else [int(c) for c in class_order]
         self.shuffle_classes = bool(shuffle_classes)
 
@@ -432,8 +449,9 @@ class Permuted(Scenario):
 
     def __init__(self, incremental: str = "domain", n_experiences: int = 5, first_identity: bool = True,
                  seed: int | None = None, name: str = "permuted", use_first: int | None = None,
-                 boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False):
-        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free)
+                 boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False,
+                 outputs: str = "all"):
+        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free, outputs)
         self.first_identity = bool(first_identity)
 
     def build(self, data, multihead, seed):
@@ -445,8 +463,9 @@ class Rotated(Scenario):
 
     def __init__(self, incremental: str = "domain", n_experiences: int = 5, angles: list[float] | None = None,
                  max_angle: float = 180.0, seed: int | None = None, name: str = "rotated",
-                 use_first: int | None = None, boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False):
-        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free)
+                 use_first: int | None = None, boundaries: str = "sharp", blur: float = 0.2, task_free: bool = False,
+                 outputs: str = "all"):
+        super().__init__(incremental, n_experiences, seed, name, use_first, boundaries, blur, task_free, outputs)
         if angles is not None and len(angles) != self.n_experiences:
             raise ConfigError("angles", list(angles), f"one angle per experience ({self.n_experiences})")
         check_number("max_angle", max_angle)

@@ -39,6 +39,11 @@ def validate(cfg: DictConfig) -> Components:
     from clexp.augment import parse as parse_augment  # imports torch: in the second pass
 
     parse_augment(cfg.dataset.get("augment"))  # names and values; what depends on the data: once it is read
+    if getattr(sc, "outputs", "all") == "seen":
+        _check(not getattr(sc, "task_free", False), "scenario.outputs", "seen",
+               "all in a task-free stream (the classes seen so far change at experience boundaries)")
+        _check(getattr(sc, "boundaries", "sharp") == "sharp", "scenario.outputs", "seen",
+               "all with scenario.boundaries=blurry (a blurred-in sample of the next experience has an unseen class)")
     if getattr(sc, "task_free", False):
         _validate_task_free(cfg, parts)
     _validate_devices(cfg.trainer)
@@ -66,6 +71,11 @@ def validate_light(cfg: DictConfig) -> None:
     decay = train.get("lr_decay", 1.0)
     _check(is_number(decay) and 0 < decay <= 1, "train.lr_decay", decay,
            "a number in (0, 1]: experience i trains at optimizer.lr·lr_decay^i (Stable SGD); 1 = no decay")
+    reset = train.get("reset_optimizer", True)
+    _check(isinstance(reset, bool), "train.reset_optimizer", reset,
+           "true (a fresh optimizer every experience) or false (its state carried over the boundaries)")
+    _check(reset or decay == 1, "train.reset_optimizer", reset,
+           "true with train.lr_decay < 1 (each experience's decayed learning rate is set on a fresh optimizer)")
 
     _validate_evaluation(cfg)  # train.val_fraction, objective, eval.*
 

@@ -33,6 +33,11 @@ CASES = [
     ("optimizer=ngd callbacks.ngd_fisher.update_every=0", "callbacks.ngd_fisher.update_every"),
     ("optimizer=adam optimizer.betas=[2.0,0.9]", "optimizer"),
     ("train.eval_batch_size=0", "train.eval_batch_size"),
+    ("scenario.outputs=some", "scenario.outputs"),
+    ("scenario.outputs=seen scenario.boundaries=blurry", "scenario.outputs"),
+    ("scenario.outputs=seen scenario.task_free=true train.iterations=50", "scenario.outputs"),
+    ("train.reset_optimizer=sometimes", "train.reset_optimizer"),
+    ("train.reset_optimizer=false train.lr_decay=0.5", "train.reset_optimizer"),
 ]
 
 

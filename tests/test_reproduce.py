@@ -222,3 +222,36 @@ def test_mnist_t10k_dataset_refuses_a_folder_without_the_files(tmp_path):
         load_mnist_t10k(tmp_path)
     with pytest.raises(DataError, match="is not a folder"):
         load_mnist_t10k(tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------ the paper's steps on a stand-in
+
+
+def test_a_stand_in_keeps_the_papers_optimizer_steps():
+    preset = reproduce.load_preset("hsu2018_split_mnist")
+    # 4 epochs of 60,000 MNIST images = 30 epochs of the stand-in's 8,000 (batch 128 in both)
+    assert reproduce.stand_in_epochs("hsu2018_split_mnist", preset, "mnist_t10k", [], keep=False) == 30
+    assert reproduce.stand_in_epochs("hsu2018_split_mnist", preset, None, [], keep=False) is None  # full MNIST
+    assert reproduce.stand_in_epochs("hsu2018_split_mnist", preset, "mnist_t10k", [], keep=True) is None
+    for given in ("train.epochs=2", "train.iterations=5"):  # the command line's own count is never changed
+        assert reproduce.stand_in_epochs("hsu2018_split_mnist", preset, "mnist_t10k", [given], keep=False) is None
+    # a preset counted in optimizer steps already takes the paper's steps on any data
+    vdv = reproduce.load_preset("vandeven2019_split_mnist")
+    assert reproduce.stand_in_epochs("vandeven2019_split_mnist", vdv, "mnist_t10k", [], keep=False) is None
+    heading = reproduce.title("hsu2018_split_mnist", preset, "mnist_t10k", 30, ["seed=3"])
+    assert "train.epochs=30: the paper's optimizer steps" in heading and "overrides: seed=3" in heading
+
+
+def test_the_stand_in_epochs_reach_the_sweep(tmp_path, monkeypatch):
+    data = tmp_path / "t10k"  # the files need only be there: the sweep itself is not run
+    data.mkdir()
+    for stem in reproduce.DATA["mnist_t10k"]["files"]:
+        (data / f"{stem}.gz").touch()
+    seen = {}
+    monkeypatch.setattr(reproduce, "run_sweep", lambda args, log: seen.setdefault("args", args) and 0)
+    argv = ["hsu2018_split_mnist", "--seeds", "0", "--methods", "naive", "--scenarios", "class",
+            "--data", f"mnist_t10k={data}", "--out", str(tmp_path / "out")]
+    reproduce.main(argv)
+    assert "train.epochs=30" in seen.pop("args")
+    reproduce.main([*argv, "--keep-epochs"])
+    assert not any(a.startswith("train.epochs=") for a in seen.pop("args"))

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from clexp.argspec import check_args
-from clexp.evaluation import mask_logits
 from clexp.methods.projection import (
     ConstraintCallback,
     ConstraintState,
@@ -86,7 +85,7 @@ class AGEM(ConstraintCallback):
         gen = torch.Generator(device=reg.y.device).manual_seed(self.seed * 104_729 + 7_919 * int(step) + 3)
         x, y, t = reg.batch(self.memory_batch_size, gen)
         with torch.enable_grad():
-            logits = mask_logits(pl_module.model(x, t), pl_module.task_masks, t)
+            logits = pl_module.mask(pl_module.model(x, t), t)
             loss = F.cross_entropy(logits, y)
             grads = torch.autograd.grad(loss, reg.params, allow_unused=True)
         return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, reg.params)]

@@ -144,8 +144,9 @@ def task_groups(pl_module, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor):
     per_task = pl_module.task_masks is not None or getattr(model, "n_heads", 1) > 1
     before = getattr(model, "active_task", None)
     try:
-        if not per_task:
-            yield x, y, None, 1.0
+        if not per_task:  # one group; its mask: the classes seen so far under `scenario.outputs=seen`, else None
+            output_mask = getattr(pl_module, "output_mask", None)
+            yield x, y, output_mask(int(pl_module.experience)) if output_mask else None, 1.0
             return
         ids = torch.unique(t).tolist()
         for task in ids:

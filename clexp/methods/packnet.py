@@ -273,7 +273,6 @@ class PackNetPruning(pl.Callback):
         shard, seeded order), cross-entropy only, the experience's own weights trainable."""
         import torch.distributed as dist
 
-        from clexp.evaluation import mask_logits
 
         reg, model = pl_module.regularizer, pl_module.model
         optimizer = pl_module.configure_optimizers()
@@ -286,7 +285,7 @@ class PackNetPruning(pl.Callback):
             for batch in loader:
                 x, y, t = (a.to(pl_module.device) for a in batch[:3])
                 optimizer.zero_grad()
-                loss = F.cross_entropy(mask_logits(model(x, t), pl_module.task_masks, t), y)
+                loss = F.cross_entropy(pl_module.mask(model(x, t), t), y)
                 loss.backward()
                 if world > 1:  # the fit's DDP wrapper is not used here: average the gradients ourselves
                     for p in model.parameters():
