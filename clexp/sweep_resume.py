@@ -13,10 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 
 # keys that do not change what a job computes (a re-run may give them differently)
 IGNORED = ("resume",)
+# a published preset's records about its paper (clexp-reproduce's table reads them, no job does): a corrected
+# published number or source re-runs nothing
+PRESET_RECORDS = ("paper", "paper_source", "paper_spread")
 
 
 def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in IGNORED}
+    out = {k: v for k, v in config.items() if k not in IGNORED}
+    if isinstance(out.get("preset"), dict):
+        out["preset"] = {k: v for k, v in out["preset"].items() if k not in PRESET_RECORDS}
+    return out
 
 
 def _as_run(cfg: DictConfig) -> dict:

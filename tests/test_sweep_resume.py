@@ -32,6 +32,18 @@ def test_a_completed_job_with_the_same_config_is_skipped_with_its_objective(tmp_
     assert sweep_resume.skip(cfg, tmp_path, multirun=True) == (True, 0.5)
 
 
+def test_a_corrected_published_number_reruns_nothing_but_a_changed_setting_does(tmp_path):
+    """`preset.paper*` are records for clexp-reproduce's table; `preset.faithful` changes the run."""
+    cfg = compose(["experiment=hsu2018_split_mnist", "logger=none", "method=ewc"])
+    earlier = compose(["experiment=hsu2018_split_mnist", "logger=none", "method=ewc",
+                       "preset.paper.naive.domain.mean=78.94", "preset.paper_source=elsewhere"])
+    _completed(tmp_path, earlier, config=sweep_resume._as_run(earlier))  # as a run records it: preset applied
+    assert sweep_resume.skip(cfg, tmp_path, multirun=True)[0]
+    other = compose(["experiment=hsu2018_split_mnist", "logger=none", "method=ewc", "preset.faithful=true"])
+    _completed(tmp_path, other, config=sweep_resume._as_run(other))
+    assert not sweep_resume.skip(cfg, tmp_path, multirun=True)[0]
+
+
 @pytest.mark.parametrize("case", ["other config", "failed", "damaged", "single run", "absent"])
 def test_anything_else_runs_again(tmp_path, case):
     cfg = compose(["experiment=smoke", "logger=none"])
