@@ -21,6 +21,11 @@ METHOD_OWN = ("name", "joint", "regularizer", "callbacks")
 _REF = re.compile(r"\$\{method\.([A-Za-z0-9_]+)")
 
 
+def override_key(override: str) -> str:
+    """The key a command-line override sets: `+method.lam=3` → `method.lam` (also `~key`, `key=value`)."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
 def unused_method_keys(method: DictConfig) -> list[str]:
     """Top-level keys of the method node that no interpolation inside it refers to."""
     raw = "".join(OmegaConf.to_yaml(method[k]) for k in ("regularizer", "callbacks")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from clexp.errors import ConfigError
+from clexp.overrides import override_key
 
 
 def _flat(tree, prefix: str = "") -> dict:
@@ -73,7 +74,7 @@ def apply_preset(cfg: DictConfig, user_overrides: list[str] = ()) -> list[str]:
     values = preset_values(cfg)
     if not values:
         return []
-    given = {o.split("=", 1)[0].lstrip("+~") for o in user_overrides}
+    given = {override_key(o) for o in user_overrides}
     applied = []
     with open_dict(cfg):
         for key, value in values.items():

@@ -115,9 +115,11 @@ def stand_in_epochs(name: str, preset: dict, data: str | None, overrides: list[s
     """On a stand-in, the epochs per experience that give the paper's optimizer steps: the preset's
     `train.epochs` × `paper_train_size` / the stand-in's training images (rounded); None when nothing is
     scaled (full data, `--keep-epochs`, a preset counted in iterations, or epochs set on the command line)."""
+    from clexp.overrides import override_key
+
     paper = preset.get("paper_train_size")
-    if data is None or keep or not paper or any(o.split("=", 1)[0].lstrip("+~") in ("train.epochs", "train.iterations")
-                                                  for o in overrides):
+    given = {override_key(o) for o in overrides}
+    if data is None or keep or not paper or given & {"train.epochs", "train.iterations"}:
         return None
     train = OmegaConf.load(Path(conf_source.config_dir()) / "experiment" / f"{name}.yaml").get("train") or {}
     epochs = train.get("epochs")

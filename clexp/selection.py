@@ -22,6 +22,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from clexp.overrides import override_key
+
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 COLUMNS = ("method", "scenario", "incremental", "strength_key", "strength", "n_seeds", "val_avg_acc",
            "test_avg_acc_mean", "test_avg_acc_std", "test_forgetting_mean", "selected_on")
@@ -210,14 +212,10 @@ def _job_overrides(record: dict) -> list[str]:
     return [str(o) for o in raw] if raw is not None else []
 
 
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def _dropped(override: str) -> bool:
     """Overrides the whole-stream command leaves out: the seed and strength (set anew), the first-k cut,
     Hydra's own run keys, and the search (an Optuna preset or sweeper: the strength is chosen now)."""
-    key = _key(override)
+    key = override_key(override)
     value = override.split("=", 1)[1] if "=" in override else ""
     return (key in REPLACED or key.startswith(("hydra.", "hydra/sweeper"))
             or (key == "experiment" and value.startswith("optuna")))

@@ -273,7 +273,6 @@ class PackNetPruning(pl.Callback):
         shard, seeded order), cross-entropy only, the experience's own weights trainable."""
         import torch.distributed as dist
 
-
         reg, model = pl_module.regularizer, pl_module.model
         optimizer = pl_module.configure_optimizers()
         was_training = model.training
