@@ -102,7 +102,7 @@ def vit_fisher(tiny: bool, device: str) -> list[dict]:
     from torchvision.models.vision_transformer import VisionTransformer
 
     from clexp.curvature import diag_fisher
-    from clexp.curvature.per_sample import fisher_paths
+    from clexp.curvature.engine import fisher_paths
 
     n = 8 if tiny else 64
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ output masks; no conftest needed —
     def test_something(case):
         model, x = case.model(), case.inputs()
 
-Each model stands for one path of the per-sample engine (clexp/curvature/per_sample.py): flat
+Each model stands for one path of the per-sample engine (clexp/curvature/engine.py and rules.py): flat
 Linear layers, convolutions (unfold and strided-view paths), normalisation layers (torch.func per
 module), sequence inputs, SHARED layers (one module called twice per forward), a batch flattened
 into rows, tied and parametrized weights and in-place ops (whole-model fallback), an unused head.

@@ -139,10 +139,10 @@ def test_one_allowed_output_gives_zero_and_linear_softmax_closed_form():
 
 
 def test_in_place_ops_on_kept_tensors_are_detected(monkeypatch):
-    from clexp.curvature import per_sample
+    from clexp.curvature import engine
 
-    modes, forward = [], per_sample._forward
-    monkeypatch.setattr(per_sample, "_forward", lambda *a: modes.append(a[-1]) or forward(*a))
+    modes, forward = [], engine.record_forward
+    monkeypatch.setattr(engine, "record_forward", lambda *a: modes.append(a[-1]) or forward(*a))
     case = BY_ID["custom"]
     model, x = case.model(), case.inputs()
     assert rel_err(diag_fisher(model, x, chunk_size=4), oracles.fisher(model, x)) < 1e-8
@@ -170,17 +170,17 @@ def test_chunking_does_not_change_the_result():
 
 
 def test_chunks_never_exceed_chunk_size_and_cache_sized_pieces_change_nothing(monkeypatch):
-    from clexp.curvature import per_sample
+    from clexp.curvature import engine
 
     case = BY_ID["cnn_wide"]
     model, x = case.model(), case.inputs(40)
-    sizes, forward = [], per_sample._forward
-    monkeypatch.setattr(per_sample, "_forward", lambda m, xs, *a: sizes.append(len(xs)) or forward(m, xs, *a))
+    sizes, forward = [], engine.record_forward
+    monkeypatch.setattr(engine, "record_forward", lambda m, xs, *a: sizes.append(len(xs)) or forward(m, xs, *a))
     whole = diag_fisher(model, x, chunk_size=1000)
     assert sizes == [32, 8]  # a first piece, then as large as ACTIVATION_BUDGET allows
     sizes.clear()
     assert rel_err(diag_fisher(model, x, chunk_size=7), whole) < 1e-12 and max(sizes) == 7
-    monkeypatch.setattr(per_sample, "ACTIVATION_BUDGET", 1000)  # 1 input at a time
+    monkeypatch.setattr(engine, "ACTIVATION_BUDGET", 1000)  # 1 input at a time
     sizes.clear()
     assert rel_err(diag_fisher(model, x, chunk_size=1000), whole) < 1e-12 and sizes == [32] + [1] * 8
 

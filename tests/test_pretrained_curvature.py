@@ -11,8 +11,8 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 from clexp.curvature import diag_fisher
+from clexp.curvature.engine import fisher_paths
 from clexp.curvature.kronecker import hooked_layers, kfac_factors
-from clexp.curvature.per_sample import fisher_paths
 from clexp.methods.kfac_ewc import KroneckerPenalty
 from tests import oracles
 

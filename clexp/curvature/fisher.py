@@ -20,7 +20,7 @@ so B·F_batch equals the empirical Fisher up to the cross terms of the gradients
 model). The same holds between batch_predicted and predicted.
 
 ∇_z log p(c|x) = e_c − p, so each variant is Σ_k (per-sample gradient of z·v_k)² for logit-space
-vectors v_k (per_sample.py). exact: the cross-entropy Hessian diag(p) − ppᵀ = Σ_c s_c s_cᵀ with
+vectors v_k (engine.py). exact: the cross-entropy Hessian diag(p) − ppᵀ = Σ_c s_c s_cᵀ with
 s_c = √p_c (e_c − p); since Σ_c √p_c s_c = 0 it has rank m − 1 (m allowed classes) and
 t_c = s_c − √p_c/(1 + √p_m) s_m, c < m, factor it exactly with one vector fewer (one vector for a
 two-class task). sampled: S draws with counts n_c give the same sum as vectors √(n_c/S)(e_c − p), so
@@ -32,7 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.curvature.per_sample import SQUARE, accumulate, eval_mode, finish, zero_sums
+from clexp.curvature.batch_gradients import add_batch_gradients
+from clexp.curvature.engine import SQUARE, accumulate, eval_mode, finish, zero_sums
 
 FISHER_VARIANTS = ("exact", "sampled", "empirical", "batch", "predicted", "batch_predicted")
 BATCH_VARIANTS = ("batch", "batch_predicted")  # squared mini-batch gradients: need the batch size B
@@ -114,23 +115,15 @@ def _vector_maker(variant, samples, output_mask, targets, generator):
     return make
 
 
-def _batch_gradients(model, params: dict, x, y, batch: int, output_mask, chunk_size: int, sums) -> None:
-    """Add (∇θ mean_{n∈batch} log p(y_n|x_n))² of one mini-batch of `batch` inputs; its gradient summed
-    over pieces of at most `chunk_size` inputs (memory). `y` None: the model's argmax labels ŷ_n."""
-    total = None
-    for start in range(0, len(x), chunk_size):
-        with torch.enable_grad():
-            logp = masked_log_softmax(model(x[start : start + chunk_size]), output_mask)
-            labels = logp.detach().argmax(1) if y is None else y[start : start + chunk_size]
-            ll = logp.gather(1, labels.view(-1, 1)).sum() / batch
-            grads = torch.autograd.grad(ll, list(params.values()), allow_unused=True)
-        if total is None:
-            total = [None if g is None else g.detach() for g in grads]
-        else:
-            total = [t if g is None else (g.detach() if t is None else t.add_(g)) for t, g in zip(total, grads)]
-    for n, g in zip(params, total):
-        if g is not None:
-            sums[n].addcmul_(g, g)
+def _log_likelihood(targets, output_mask):
+    """The batch variants' objective: (1/B) Σ_n log p(y_n|x_n), `targets` None: the argmax labels ŷ_n."""
+
+    def objective(logits, start, stop, batch):
+        logp = masked_log_softmax(logits, output_mask)
+        labels = logp.detach().argmax(1) if targets is None else targets[start:stop]
+        return logp.gather(1, labels.view(-1, 1)).sum() / batch
+
+    return objective
 
 
 def diag_fisher(
@@ -169,11 +162,8 @@ def diag_fisher(
     sums = zero_sums(model)
     with eval_mode(model):
         if variant in BATCH_VARIANTS:
-            for start in range(0, len(inputs), batch_size):
-                x = inputs[start : start + batch_size]
-                y = targets[start : start + batch_size] if variant == "batch" else None
-                _batch_gradients(model, params, x, y, len(x), output_mask, chunk_size, sums)
-            count = float(-(-len(inputs) // batch_size))
+            objective = _log_likelihood(targets if variant == "batch" else None, output_mask)
+            count = add_batch_gradients(model, params, inputs, batch_size, objective, SQUARE, sums, chunk_size)
         else:
             vectors = _vector_maker(variant, samples, output_mask, targets, generator)
             accumulate(model, inputs, vectors, SQUARE, sums, chunk_size)

@@ -1,5 +1,5 @@
 """Kronecker-factored Fisher (KFAC, Martens & Grosse 2015; KFC for convolutions, Grosse & Martens
-2016) for nn.Linear and nn.Conv2d layers: a thin layer on the per-sample engine (per_sample.py: the
+2016) for nn.Linear and nn.Conv2d layers: a thin layer on the per-sample engine (engine.py: the
 same forward hooks, chunks and one backward per logit-space vector) with the Fisher's own vectors
 (fisher.logit_vectors) and the cross-process sums of distributed.py.
 
@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from clexp.curvature.distributed import all_reduce_sums
+from clexp.curvature.engine import KRONECKER, accumulate, eval_mode, zero_factor_sums
 from clexp.curvature.fisher import logit_vectors
-from clexp.curvature.per_sample import KRONECKER, accumulate, eval_mode, factor_sites, zero_factor_sums
+from clexp.curvature.sites import factor_sites
 
 KFAC_VARIANTS = ("exact", "sampled")
 

@@ -1,7 +1,7 @@
 """MAS importance (Aljundi et al. 2018): Ω_k = 1/N Σ_n |∂ ‖f(x_n)‖²₂ / ∂θ_k|, per sample.
 
 ∂‖f‖²/∂f = 2f: one logit-space vector per input through the same engine as the Fisher
-(per_sample.py; Σ_n |g_n| = |δ|ᵀ|a| for a Linear layer). Not |batch-mean gradient| — unless asked:
+(engine.py; Σ_n |g_n| = |δ|ᵀ|a| for a Linear layer). Not |batch-mean gradient| — unless asked:
 
     per_sample  Ω = 1/N Σ_n |∇θ ‖f(x_n)‖²|                  the paper's definition (default)
     batch_mean  Ω = 1/M Σ_m |∇θ mean_{n∈batch m} ‖f(x_n)‖²|   what public code computes (Hsu et al. 2018),
@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.curvature.per_sample import ABS, accumulate, eval_mode, finish, zero_sums
+from clexp.curvature.batch_gradients import add_batch_gradients
+from clexp.curvature.engine import ABS, accumulate, eval_mode, finish, zero_sums
 
 MAS_VARIANTS = ("per_sample", "batch_mean")
 
@@ -29,23 +30,6 @@ def _masked(logits: torch.Tensor, output_mask: torch.Tensor | None) -> tuple[tor
         return logits, logits.shape[1]
     mask = output_mask.to(logits.device)
     return logits * mask.to(logits.dtype), int(mask.sum())
-
-
-def _batch_mean(model, params: dict, x, batch: int, output_mask, output_mean: bool, chunk_size: int, sums) -> None:
-    """Add |∇θ mean_{n∈batch} ‖f(x_n)‖²| of one mini-batch; its gradient summed over pieces (memory)."""
-    total = None
-    for start in range(0, len(x), chunk_size):
-        with torch.enable_grad():
-            f, m = _masked(model(x[start : start + chunk_size]), output_mask)
-            loss = f.pow(2).sum() / (batch * (m if output_mean else 1))
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        if total is None:
-            total = [None if g is None else g.detach() for g in grads]
-        else:
-            total = [t if g is None else (g.detach() if t is None else t.add_(g)) for t, g in zip(total, grads)]
-    for n, g in zip(params, total):
-        if g is not None:
-            sums[n].add_(g.abs())
 
 
 def mas_importance(
@@ -83,11 +67,12 @@ def mas_importance(
         if variant == "batch_mean":
             from clexp.models.freeze import trainable_parameters
 
-            params = trainable_parameters(model)
-            for start in range(0, len(inputs), batch_size):
-                x = inputs[start : start + batch_size]
-                _batch_mean(model, params, x, len(x), output_mask, output_mean, chunk_size, sums)
-            count = float(-(-len(inputs) // batch_size))
+            def objective(logits, start, stop, batch):
+                f, m = _masked(logits, output_mask)
+                return f.pow(2).sum() / (batch * (m if output_mean else 1))
+
+            count = add_batch_gradients(model, trainable_parameters(model), inputs, batch_size, objective, ABS, sums,
+                                        chunk_size)
         else:
             accumulate(model, inputs, vectors, ABS, sums, chunk_size)
             count = float(len(inputs))
