@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
@@ -12,7 +13,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from clexp.evaluation import mask_logits
-from clexp.methods.base import Regularizer
+
+if TYPE_CHECKING:  # the type only: the methods build on this module, never the other way
+    from clexp.methods.base import Regularizer
 
 log = logging.getLogger("clexp")
 

@@ -157,7 +157,7 @@ def _read_cache(spec: _Spec, root: Path, cache: Path) -> dict | None:
 
 
 def _write_cache(spec: _Spec, root: Path, cache: Path, tensors: dict) -> None:
-    from clexp.checkpoint import save_atomic
+    from clexp.data.atomic import save_atomic
 
     try:
         save_atomic({"version": CACHE_VERSION, "sources": _fingerprint(spec, root), **tensors}, cache)
