@@ -178,7 +178,7 @@ def test_unwritable_cache_only_warns(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise PermissionError("[Errno 13] Permission denied")
 
-    monkeypatch.setattr("clexp.checkpoint.save_atomic", read_only)
+    monkeypatch.setattr("clexp.data.atomic.save_atomic", read_only)
     with pytest.warns(UserWarning, match="could not write the cache"):
         d = load_mnist(tmp_path)
     assert d.x_train.shape == (40, 1, 28, 28)
