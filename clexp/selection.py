@@ -175,7 +175,8 @@ def _share(v) -> str:
     return "" if v is None else f"{100 * v:.0f}%"
 
 
-def _table(rows: list[dict], extra_keys: list[str]) -> list[list[str]]:
+def selection_table(rows: list[dict], extra_keys: list[str]) -> list[list[str]]:
+    """The selection as a header row and body rows of text."""
     from clexp.summary import pct
 
     header = ["method", "scenario", "incremental", *extra_keys, "strength", "n seeds", "val avg acc (%)",
@@ -222,7 +223,7 @@ def selection_text(rows: list[dict]) -> str:
     """The selection as console text (with the warning when a group was selected on test)."""
     keys = list(rows[0]["extras"]) if rows else []
     text = "Selected strengths (best mean validation average accuracy; the test numbers of that strength)\n"
-    text += text_table(_table(rows, keys)) if rows else "(no completed run)"
+    text += text_table(selection_table(rows, keys)) if rows else "(no completed run)"
     if any(r["selected_on"] == "test" for r in rows):
         text += "\n" + WARNING
     for line in unstable_warnings(rows):
@@ -253,7 +254,7 @@ def write_selection(records: list[dict], out_dir: Path, keys: list[str] | None =
     if any(r["selected_on"] == "test" for r in rows):
         md += [f"**{WARNING}**", ""]
     md += [f"**{line}**" for line in unstable_warnings(rows)]
-    md += [markdown_table(_table(rows, keys)) if rows else "(no completed run)"]
+    md += [markdown_table(selection_table(rows, keys)) if rows else "(no completed run)"]
     written["selected_md"].write_text("\n".join(md) + "\n")
     return written
 
