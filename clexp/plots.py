@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that need it: clexp-report draws without it
+    import torch
 
 
 def pyplot():
@@ -22,12 +24,16 @@ _pyplot = pyplot  # the name the geometry experiments import
 
 def log10_values(importance: dict[str, torch.Tensor]) -> torch.Tensor:
     """log10 of every strictly positive importance (zeros cannot be drawn on a log axis)."""
+    import torch
+
     flat = torch.cat([v.detach().float().reshape(-1).cpu() for v in importance.values()])
     return flat[flat > 0].log10()
 
 
 def histogram_counts(importance: dict[str, torch.Tensor], bins: int = 80) -> dict:
     """The histogram of log10 importance as numbers (cheap: no matplotlib), plus how many are ≤ 0."""
+    import torch
+
     values = log10_values(importance)
     total = sum(v.numel() for v in importance.values())
     if len(values):

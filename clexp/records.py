@@ -44,6 +44,9 @@ COVERED = frozenset({"seed", "dataset", "dataset.name", "scenario", "scenario.na
 FROM_OVERRIDES = {"dataset": ("dataset.name", "dataset"), "scenario": ("scenario.name", "scenario"),
                   "incremental": ("scenario.incremental",), "method": ("method.name", "method")}
 REFUSED = ("ConfigError:", "DataError:")  # errors of validation: the job never trained
+# an override YAML reads as the same string: no quotes, flow brackets, comments, anchors, `: ` or edge spaces
+_PLAIN_OVERRIDE = re.compile(r"[A-Za-z0-9_+~$/.\\(-][^'\"{}\[\]#&*!|>%@`]*(?<![: ])")
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./@-]*")  # a config group or option name, as Hydra writes it
 PRUNED = ("wandb", "checkpoints", "importance", "lightning_logs")  # folders of a job that hold no other job
 
 
@@ -168,15 +171,15 @@ def read_choices(path: Path) -> dict[str, str]:
     start = text.find("\n    choices:\n")
     block = None
     if start >= 0:
-        lines = []
+        block = {}
         for line in text[start + 1:].splitlines()[1:]:
             if not line.startswith("      "):
                 break
-            lines.append(line[6:])
-        try:
-            block = yaml.load("\n".join(lines), Loader=YamlLoader) if lines else {}
-        except yaml.YAMLError:
-            block = None
+            key, sep, value = line[6:].partition(": ")
+            if not sep or not _PLAIN.fullmatch(key) or not _PLAIN.fullmatch(value):
+                block = None  # not the plain `group: option` lines Hydra writes: YAML reads the file
+                break
+            block[key] = None if value == "null" else value
     if not isinstance(block, dict):
         try:
             full = yaml.load(text, Loader=YamlLoader) or {}
@@ -240,8 +243,9 @@ def _values_at(cfg: dict, keys) -> dict:
 
 
 def results_files(paths: list[str | Path]) -> list[Path]:
-    """Every results.json below the paths (a path may be a results.json itself), in a stable order;
-    hidden folders (`.hydra`, `.submitit`) and a job's own wandb / checkpoint folders are not walked."""
+    """Every results.json below the paths (a path may be a results.json itself), in a stable order. A
+    folder with a results.json is a job: its own folders (`.hydra`, checkpoints, wandb) are not walked,
+    nor are hidden folders (`.submitit`) — one `stat` per job instead of listing its folder."""
     files = []
     for root in map(Path, paths):
         if not root.exists():
@@ -250,16 +254,38 @@ def results_files(paths: list[str | Path]) -> list[Path]:
             files.append(root)
             continue
         found = []
-        for folder, dirs, names in os.walk(root):
-            dirs[:] = [d for d in dirs if not d.startswith(".") and d not in PRUNED]
-            if "results.json" in names:
-                found.append(Path(folder) / "results.json")
+        stack = [str(root)]
+        while stack:
+            folder = stack.pop()
+            candidate = os.path.join(folder, "results.json")
+            if os.path.isfile(candidate):
+                found.append(Path(candidate))
+                continue
+            try:
+                with os.scandir(folder) as entries:
+                    stack += [e.path for e in entries if e.is_dir() and not e.name.startswith(".")
+                              and e.name not in PRUNED]
+            except OSError:
+                continue
         files += sorted(found)
     return files
 
 
-def _overrides_of(folder: Path) -> list[str]:
-    raw = load_yaml(folder / ".hydra" / "overrides.yaml")
+def read_overrides(folder: Path) -> list[str]:
+    """A job's `.hydra/overrides.yaml` (a list of `key=value` strings): its plain lines as they are, the
+    file through the C YAML loader where a line is quoted or otherwise not plain; [] when absent."""
+    try:
+        text = (Path(folder) / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    lines = text.splitlines()
+    if all(line.startswith("- ") and _PLAIN_OVERRIDE.fullmatch(line[2:]) and ": " not in line and " #" not in line
+           for line in lines):
+        return [line[2:] for line in lines]
+    try:
+        raw = yaml.load(text, Loader=YamlLoader)
+    except yaml.YAMLError:
+        return []
     return [str(o) for o in raw] if isinstance(raw, list) else []
 
 
@@ -276,7 +302,7 @@ def collect(paths: list[str | Path], keep_config: bool = False) -> list[dict]:
     if not files:
         raise ReportError(f"no results.json under {', '.join(map(str, paths))}")
     # first pass: the overrides (small files), so that the second keeps only the config values compared
-    overrides = [_overrides_of(f.parent) for f in files]
+    overrides = [read_overrides(f.parent) for f in files]
     keys = sorted({k for ov in overrides for k in parse_overrides(ov)})
     versions: dict[str, dict] = {}  # one shared dict per distinct `versions` record
     records = []
@@ -289,9 +315,8 @@ def collect(paths: list[str | Path], keep_config: bool = False) -> list[dict]:
             raise ReportError(f"{f}: not a results file (not a JSON object)")
         folder = f.parent
         ov = parse_overrides(override_list)
-        hydra_yaml = folder / ".hydra" / "hydra.yaml"
         job = {"folder": str(folder), "overrides": " ".join(override_list), "override_list": tuple(override_list),
-               "override_values": ov, "choices": read_choices(hydra_yaml) if hydra_yaml.exists() else {}}
+               "override_values": ov, "choices": read_choices(folder / ".hydra" / "hydra.yaml")}
         completed = data.get("status", "completed") == "completed"
         cfg = data.get("config") or ({} if completed else _failed_config(folder))
         job["values"] = _values_at(cfg, keys)

@@ -19,6 +19,7 @@ import base64
 import datetime as dt
 import html
 import json
+import os
 import re
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def sweep_folders(records: list[dict]) -> list[Path]:
     found: list[Path] = []
     looked: set[Path] = set()  # the parents of 100,000 jobs are a handful of folders: each looked at once
     for r in records:
-        folder = Path(r["folder"]).resolve()
+        folder = Path(os.path.abspath(r["folder"]))
         for candidate in [folder, *list(folder.parents)[:3]]:
             if candidate in looked:
                 if candidate in found:
@@ -158,6 +159,37 @@ def markdown_to_html(text: str, limit: int | None = TABLE_ROWS, source: str = ""
     return "\n".join(out)
 
 
+def report_versions() -> dict[str, str]:
+    """The versions `clexp.results.versions` records, read without importing torch or Lightning (a second
+    and ~800 MB that a report does not need): torch's own `version.py` (it has the local label, +cu130),
+    the installed distributions' metadata for the others."""
+    import importlib.metadata as metadata
+    import importlib.util
+    import platform
+
+    def dist(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return ""
+
+    out = {"python": platform.python_version(), "torch": dist("torch"), "lightning": dist("pytorch-lightning"),
+           "hydra": dist("hydra-core")}
+    spec = importlib.util.find_spec("torch")
+    if spec is not None and spec.origin:
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]",
+                          _read(Path(spec.origin).with_name("version.py")), re.M)
+        out["torch"] = found[1] if found else out["torch"]
+    return out
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
 def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
@@ -167,10 +199,9 @@ def _pct1(v) -> str:
 
 
 def _relative(folder: str, out_dir: Path) -> str:
-    try:
-        return str(Path(folder).resolve().relative_to(out_dir.resolve()))
-    except ValueError:
-        return str(folder)
+    """A job's folder relative to the report's folder when below it (string operations only: 100,000 jobs)."""
+    folder, base = os.path.abspath(folder), os.path.abspath(out_dir)
+    return os.path.relpath(folder, base) if folder.startswith(base + os.sep) else str(folder)
 
 
 def shown(path: Path) -> str:
@@ -184,8 +215,6 @@ def shown(path: Path) -> str:
 def write_html(records: list[dict], out_dir: Path, written: dict[str, Path], result: dict) -> Path:
     """`report.html` in `out_dir`, from the records of `clexp.records.collect`, the files the report
     wrote (its figures and markdown tables) and `clexp.report.review`'s result (keys, rows, selection)."""
-    from clexp.results import versions
-
     out_dir = Path(out_dir)
     keys, rows = result["keys"], result["rows"]
     failed = [r for r in records if r["status"] != "completed"]
@@ -210,7 +239,7 @@ def write_html(records: list[dict], out_dir: Path, written: dict[str, Path], res
 
     parts.append("<h2>Software</h2>")
     names = ["python", "torch", "lightning", "hydra"]
-    mine = versions()
+    mine = report_versions()
     recorded = run_versions(records)
     for v, _ in recorded:
         names += [k for k in v if k not in names]
