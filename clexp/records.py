@@ -304,7 +304,10 @@ def collect(paths: list[str | Path], keep_config: bool = False) -> list[dict]:
     # first pass: the overrides (small files), so that the second keeps only the config values compared
     overrides = [read_overrides(f.parent) for f in files]
     keys = sorted({k for ov in overrides for k in parse_overrides(ov)})
-    versions: dict[str, dict] = {}  # one shared dict per distinct `versions` record
+    # what most jobs share, held once: one dict per distinct `versions` / `choices`, one string per key
+    versions: dict[str, dict] = {}
+    choices: dict[tuple, dict] = {}
+    key_names: dict[str, str] = {}
     records = []
     for f, override_list in zip(files, overrides):
         try:
@@ -314,9 +317,10 @@ def collect(paths: list[str | Path], keep_config: bool = False) -> list[dict]:
         if not isinstance(data, dict):
             raise ReportError(f"{f}: not a results file (not a JSON object)")
         folder = f.parent
-        ov = parse_overrides(override_list)
+        ov = {key_names.setdefault(k, k): v for k, v in parse_overrides(override_list).items()}
+        chosen = read_choices(folder / ".hydra" / "hydra.yaml")
         job = {"folder": str(folder), "overrides": " ".join(override_list), "override_list": tuple(override_list),
-               "override_values": ov, "choices": read_choices(folder / ".hydra" / "hydra.yaml")}
+               "override_values": ov, "choices": choices.setdefault(tuple(chosen.items()), chosen)}
         completed = data.get("status", "completed") == "completed"
         cfg = data.get("config") or ({} if completed else _failed_config(folder))
         job["values"] = _values_at(cfg, keys)

@@ -200,8 +200,8 @@ def _pct1(v) -> str:
 
 def _relative(folder: str, out_dir: Path) -> str:
     """A job's folder relative to the report's folder when below it (string operations only: 100,000 jobs)."""
-    folder, base = os.path.abspath(folder), os.path.abspath(out_dir)
-    return os.path.relpath(folder, base) if folder.startswith(base + os.sep) else str(folder)
+    full, base = os.path.abspath(folder), os.path.abspath(out_dir)
+    return os.path.relpath(full, base) if full.startswith(base + os.sep) else str(folder)
 
 
 def shown(path: Path) -> str:
