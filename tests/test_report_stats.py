@@ -6,9 +6,10 @@ import csv
 
 import numpy as np
 import pytest
+import yaml
 
 from clexp import report_html, stats
-from clexp.records import collect, read_choices
+from clexp.records import collect, read_choices, read_overrides
 from clexp.report import main
 from tests.test_selection import fake_job
 
@@ -130,3 +131,16 @@ def test_records_keep_what_the_report_reads_not_the_config(tmp_path):
     odd = tmp_path / "odd.yaml"  # not where Hydra writes the block: the whole file is read
     odd.write_text("hydra:\n  runtime: {choices: {model: mlp}}\n")
     assert read_choices(odd) == {"model": "mlp"}
+
+
+def test_overrides_read_as_yaml_reads_them(tmp_path):
+    """Plain lines are taken as they are, anything YAML would read differently goes through YAML."""
+    (tmp_path / ".hydra").mkdir()
+    cases = [["method=ewc", "method.lam=1e4", "+x=1", "~y", "model.hidden=[32]", "opt=a,b"],
+             ["a='b c'", "k=v: w", "name=x #c", "p=${oc.env:X}", "x=a:b"]]
+    for lines in cases:
+        text = "".join(f"- {line}\n" for line in lines)
+        (tmp_path / ".hydra" / "overrides.yaml").write_text(text)
+        assert read_overrides(tmp_path) == [str(o) for o in yaml.safe_load(text)]
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["a=it's", "b: c=1"]))
+    assert read_overrides(tmp_path) == ["a=it's", "b: c=1"]
