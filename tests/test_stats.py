@@ -58,6 +58,9 @@ def test_probability_of_improvement_is_mann_whitney_u_over_mn():
     a, b = rng.normal(0.6, 0.1, 7), rng.normal(0.5, 0.1, 9)
     u = st.mannwhitneyu(a, b, alternative="two-sided").statistic  # U of the first sample
     assert stats.probability_of_improvement(a, b) == pytest.approx(u / (7 * 9))
+    ints_a, ints_b = rng.integers(0, 5, 30), rng.integers(0, 5, 40)  # many ties: against every pair counted
+    pairs = [(i > j) + 0.5 * (i == j) for i in ints_a for j in ints_b]
+    assert stats.probability_of_improvement(ints_a, ints_b) == pytest.approx(sum(pairs) / len(pairs))
     # lower is better (forgetting): P(X < Y) = 1 − P(X > Y) without ties
     assert stats.probability_of_improvement(a, b, higher_is_better=False) == pytest.approx(1 - u / 63)
 
