@@ -54,7 +54,8 @@ class Interval:
 
 
 def _clean(values) -> np.ndarray:
-    x = np.asarray([v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)], dtype=float)
+    x = np.asarray([v for v in values if isinstance(v, (int, float, np.integer, np.floating))
+                    and not isinstance(v, (bool, np.bool_))], dtype=float)
     return x[np.isfinite(x)]
 
 
