@@ -35,10 +35,20 @@ def _log_scale(strengths: list[float]) -> bool:
     return bool(strengths) and min(strengths) > 0 and max(strengths) / min(strengths) >= 30
 
 
+def _interval_bars(rows: list[dict]) -> list[list[float]]:
+    """Error bars of the 95 % interval over seeds (asymmetric for the bootstrap; none for n = 1), in %."""
+    low = [100 * (r["avg_acc_mean"] - r["avg_acc_ci95_lo"]) if r.get("avg_acc_ci95_lo") is not None else 0.0
+           for r in rows]
+    high = [100 * (r["avg_acc_ci95_hi"] - r["avg_acc_mean"]) if r.get("avg_acc_ci95_hi") is not None else 0.0
+            for r in rows]
+    return [low, high]
+
+
 def plot_strength(records: list[dict], path: Path, keys: list[str] | None = None, rows: list[dict] | None = None,
                   selected: list[dict] | None = None) -> Path:
     """Final average test accuracy against strength, one curve per method (and value of `keys`), one
-    panel per scenario, the validation accuracy (what selection reads) dashed beside it where the runs
+    panel per scenario, with the 95 % interval over seeds as error bars (clexp.summary), the validation
+    accuracy (what selection reads) dashed beside it where the runs
     have a validation split, the strength selected on validation (`selected`: clexp.selection.select's
     rows) ringed with a star; diverged strengths as red × on the bottom axis; each panel's legend below.
     `rows`: summarize's rows, when the caller has them already."""
@@ -91,7 +101,7 @@ def plot_strength(records: list[dict], path: Path, keys: list[str] | None = None
                 ax.axhline(100 * pts[0]["avg_acc_mean"], ls="--", lw=1.3, color=colour, label=label_of(method, extras))
             else:
                 ax.errorbar([r["strength"] for r in pts], [100 * r["avg_acc_mean"] for r in pts],
-                            yerr=[100 * (r["avg_acc_std"] or 0) for r in pts], color=colour, capsize=3, ms=5,
+                            yerr=_interval_bars(pts), color=colour, capsize=3, ms=5,
                             marker=markers[extras_seen.index(extras) % len(markers)], label=label_of(method, extras))
                 val = [r for r in pts if r.get("val_avg_acc_mean") is not None]
                 if val:  # the validation curve selection reads, dashed in the same colour
@@ -104,7 +114,7 @@ def plot_strength(records: list[dict], path: Path, keys: list[str] | None = None
                 if at:  # the strength selected on validation: its test mean, ringed
                     ax.scatter([choice], [100 * at[0]["avg_acc_mean"]], marker="*", s=230, facecolor="none",
                                edgecolor=colour, lw=1.6, zorder=6,
-                               label=None if with_pick else "☆: strength selected on validation")
+                               label=None if with_pick else "strength selected on validation")
                     with_pick = True
         shown = [r for r in bad if not log or r["strength"] > 0]
         if shown:
@@ -131,7 +141,7 @@ def plot_strength(records: list[dict], path: Path, keys: list[str] | None = None
                     va="center", color="gray", fontsize=8)
         ax.set_title(" / ".join(map(str, panel)), fontsize=10)
         ax.set_xlabel("strength (λ, or c for SI)" + (", log scale" if log else ""))
-        ax.set_ylabel("final average accuracy (%)")
+        ax.set_ylabel("final average accuracy (%), 95 % interval")
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         if handles:

@@ -144,3 +144,28 @@ def test_overrides_read_as_yaml_reads_them(tmp_path):
         assert read_overrides(tmp_path) == [str(o) for o in yaml.safe_load(text)]
     (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["a=it's", "b: c=1"]))
     assert read_overrides(tmp_path) == ["a=it's", "b: c=1"]
+
+
+def test_strength_figure_marks_the_selected_strength_and_draws_the_interval(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from clexp import report
+
+    vals = {1.0: (0.6, 0.62, 0.61), 10.0: (0.8, 0.81, 0.79)}  # λ = 10 is selected on validation
+    tests = {1.0: (0.70, 0.75, 0.72), 10.0: (0.50, 0.56, 0.53)}  # ... though λ = 1 is better on test
+    job = 0
+    for lam in vals:
+        for seed in range(3):
+            fake_job(tmp_path / str(job), "ewc", lam, seed, tests[lam][seed], vals[lam][seed])
+            job += 1
+    records = collect([tmp_path])
+    result = report.review(records)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    report.plot_strength(records, tmp_path / "s.png", result["keys"], result["rows"], result["selected"])
+    ax = figures[0].axes[0]
+    (star,) = [c for c in ax.collections if c.get_label() == "strength selected on validation"]
+    assert star.get_offsets().tolist() == [[10.0, pytest.approx(100 * np.mean(tests[10.0]))]]
+    bars = ax.containers[0].lines[2][0].get_segments()  # the error bars: the t interval over the seeds
+    for (_, (lo, hi)), lam in zip((tuple(zip(*seg)) for seg in bars), (1.0, 10.0)):
+        assert (lo, hi) == pytest.approx(tuple(100 * v for v in stats.t_interval(np.array(tests[lam]))))
