@@ -60,7 +60,8 @@ def compare(selected: list[dict]) -> list[dict]:
         best = max(rows, key=_score)
         for r in rows:
             for ref, label in ((naive, "naive"), (best, "best")):
-                if ref is None or ref is r or (label == "best" and ref is naive):
+                # naive against the best is the best against naive, mirrored: shown once
+                if ref is None or ref is r or (label == "best" and naive in (ref, r)):
                     continue
                 for metric, higher in METRICS:
                     p = paired(by_seed(r["runs"], metric), by_seed(ref["runs"], metric), higher)

@@ -169,3 +169,14 @@ def test_strength_figure_marks_the_selected_strength_and_draws_the_interval(tmp_
     bars = ax.containers[0].lines[2][0].get_segments()  # the error bars: the t interval over the seeds
     for (_, (lo, hi)), lam in zip((tuple(zip(*seg)) for seg in bars), (1.0, 10.0)):
         assert (lo, hi) == pytest.approx(tuple(100 * v for v in stats.t_interval(np.array(tests[lam]))))
+
+
+def test_every_method_is_compared_with_naive_and_with_the_best(tmp_path):
+    job = small_sweep(tmp_path)  # naive and ewc (the better on validation)
+    for seed, v in enumerate((0.51, 0.58, 0.50)):
+        fake_job(tmp_path / str(job + seed), "si", 1.0, seed, v, v)
+    from clexp.comparisons import compare
+    from clexp.selection import select
+
+    pairs = {(r["method"], r["against"]) for r in compare(select(collect([tmp_path])))}
+    assert pairs == {("ewc", "naive"), ("si", "naive"), ("si", "best: ewc")}
