@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that need it: clexp-report draws without it
+    import torch
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -16,14 +19,21 @@ def _pyplot():
     return plt
 
 
+_pyplot = pyplot  # the name the geometry experiments import
+
+
 def log10_values(importance: dict[str, torch.Tensor]) -> torch.Tensor:
     """log10 of every strictly positive importance (zeros cannot be drawn on a log axis)."""
+    import torch
+
     flat = torch.cat([v.detach().float().reshape(-1).cpu() for v in importance.values()])
     return flat[flat > 0].log10()
 
 
 def histogram_counts(importance: dict[str, torch.Tensor], bins: int = 80) -> dict:
     """The histogram of log10 importance as numbers (cheap: no matplotlib), plus how many are ≤ 0."""
+    import torch
+
     values = log10_values(importance)
     total = sum(v.numel() for v in importance.values())
     if len(values):
@@ -69,7 +79,7 @@ def importance_figure(run_dir: Path) -> Path | None:
     if not files:
         return None
     hists = [json.loads(p.read_text()) for p in files]
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(hists), 1, figsize=(6, 0.6 + 1.5 * len(hists)), sharex=True, squeeze=False)
     for ax, h in zip(axes[:, 0], hists):
         if h["counts"]:
@@ -89,7 +99,7 @@ def importance_figure(run_dir: Path) -> Path | None:
 
 def accuracy_heatmap(R: list[list[float]], path: Path, title: str = "") -> Path:
     """The accuracy matrix as an annotated heatmap (rows: after training i; columns: experience j)."""
-    plt = _pyplot()
+    plt = pyplot()
     T = len(R[0])
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * T, 0.8 + 0.5 * len(R)))
     im = ax.imshow([[100 * a for a in r] for r in R], vmin=0, vmax=100, cmap="viridis")
@@ -112,7 +122,7 @@ def accuracy_heatmap(R: list[list[float]], path: Path, title: str = "") -> Path:
 
 def accuracy_curves(R: list[list[float]], path: Path, title: str = "") -> Path:
     """Each experience's accuracy over the stream, from the moment it is trained."""
-    plt = _pyplot()
+    plt = pyplot()
     T = len(R[0])
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for j in range(T):

@@ -197,7 +197,7 @@ def collect_table(sweep_dir: Path, preset: dict, methods: list[str] | None = Non
     from clexp import report
 
     try:
-        records = report.collect([sweep_dir]) if Path(sweep_dir).exists() else []
+        records = report.collect([sweep_dir], keep_config=True) if Path(sweep_dir).exists() else []
     except report.ReportError:
         records = []
     table = preset.get("reproduce") or {}

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from clexp.records import load_yaml
 
 
 def job_rows(sweep_dir: Path) -> list[dict]:
@@ -17,7 +19,7 @@ def job_rows(sweep_dir: Path) -> list[dict]:
     for results in sorted(Path(sweep_dir).glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
         data = json.loads(results.read_text())
         overrides_file = results.parent / ".hydra" / "overrides.yaml"
-        overrides = " ".join(OmegaConf.load(overrides_file)) if overrides_file.exists() else ""
+        overrides = " ".join(map(str, load_yaml(overrides_file) or [])) if overrides_file.exists() else ""
         avg = (data.get("metrics") or {}).get("avg_acc")
         rows.append({
             "job": results.parent.name,
@@ -69,32 +71,7 @@ class SweepSummary(Callback):
 
 
 def summary_run(config: DictConfig, sweep_dir: Path, jobs: list[dict]) -> None:
-    """With the wandb logger: one sweep-level run (job type `sweep-summary`, in the sweep's group) holding
-    the jobs table and the report's mean ± std table, in the sweep folder. Never fails the sweep."""
-    logger = config.get("logger") or {}
-    if not str(logger.get("_target_", "")).endswith("WandbLogging"):
-        return
-    try:
-        import wandb
+    """With the wandb logger: the sweep's summary run (clexp/summary_run.py). Never fails the sweep."""
+    from clexp.summary_run import summary_run as run
 
-        from clexp import report
-        from clexp.loggers import wandb_mode
-        from clexp.naming import sweep_group
-
-        mode = wandb_mode(str(logger.get("mode", "auto")))
-        if mode == "disabled":
-            return
-        group = config.get("group") or logger.get("group") or sweep_group(sweep_dir)
-        table = report.format_rows(report.summarize([r for r in report.collect([sweep_dir])
-                                                     if r["status"] == "completed"]))
-        run = wandb.init(project=logger.get("project", "clexp"), entity=logger.get("entity"), group=group,
-                         name=f"{group}-summary", job_type="sweep-summary", dir=str(sweep_dir), mode=mode,
-                         reinit="create_new")
-        columns = list(jobs[0])
-        run.log({"sweep/jobs": wandb.Table(columns=columns, data=[[str(j[c]) for c in columns] for j in jobs])})
-        if len(table) > 1:
-            run.log({"sweep/summary": wandb.Table(columns=table[0], data=table[1:])})
-        run.finish()
-        print(f"Sweep summary run: {group}-summary (wandb, in {sweep_dir / 'wandb'})")
-    except Exception as err:  # noqa: BLE001 - the summary run is a convenience; the results are on disk
-        print(f"(no wandb summary run: {type(err).__name__}: {err})")
+    run(config, sweep_dir, jobs)

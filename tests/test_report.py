@@ -9,7 +9,8 @@ import statistics
 
 import pytest
 
-from clexp.report import _diverged, collect, main, summarize, varying_keys
+from clexp.records import diverged
+from clexp.report import collect, main, summarize, varying_keys
 from tests.conftest import clexp_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -74,7 +75,10 @@ def test_files_and_failed_jobs(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert len(rows) == 3 and {"avg_acc_mean", "avg_acc_std", "forgetting_mean", "bwt_mean", "n"} <= set(rows[0])
     md = (tmp_path / "summary.md").read_text()
-    assert "| ewc | 10 | 1 | 90.0 |" in md and "| ewc | 1 | 3 | 75.0 ± 5.0 |" in md and "Failed jobs (1)" in md
+    # n = 1: the mean alone; n = 3: ± std and the t interval mean ± t(0.975, 2)·s/√3 (t = 4.3027)
+    half = 4.302652729911275 * 0.05 / 3 ** 0.5
+    assert "| ewc | 10 | 1 | n/a | 90.0 |  |" in md and "Failed jobs (1)" in md
+    assert f"| ewc | 1 | 3 | n/a | 75.0 ± 5.0 [{100 * (0.75 - half):.1f}, {100 * (0.75 + half):.1f}] |" in md
     for png in ("acc_vs_strength.png", "acc_matrices.png"):
         data = (tmp_path / png).read_bytes()
         assert data.startswith(PNG) and len(data) > 1000
@@ -126,7 +130,7 @@ def test_configurations_that_differ_are_not_seeds(tmp_path, capsys):
     assert list(rows[0])[:7] == ["dataset", "scenario", "incremental", "method", "strength", "optimizer", "n"]
     assert out.splitlines()[0].split()[5] == "optimizer" and "37.7" in out and "13.7" in out and "±" not in out
     md = (tmp_path / "summary.md").read_text()
-    assert "| optimizer | n |" in md and "| ewc | 100 | adam | 1 | 37.7 |" in md and "× `optimizer`" in md
+    assert "| optimizer | n |" in md and "| ewc | 100 | adam | 1 | n/a | 37.7 |" in md and "× `optimizer`" in md
 
 
 def test_jobs_that_differ_only_in_the_seed_are_one_row(tmp_path):
@@ -139,7 +143,9 @@ def test_jobs_that_differ_only_in_the_seed_are_one_row(tmp_path):
     assert row["n"] == 2 and row["avg_acc_mean"] == pytest.approx(0.6)
     assert row["avg_acc_std"] == pytest.approx(statistics.stdev([0.5, 0.7]))
     assert set(row) == {"dataset", "scenario", "incremental", "method", "strength", "n", "val_avg_acc_mean",
-                        *(f"{s}_{x}" for s in ("avg_acc", "forgetting", "bwt") for x in ("mean", "std"))}
+                        "interval", *(f"{s}_{x}" for s in ("avg_acc", "forgetting", "bwt")
+                                      for x in ("mean", "std", "ci95_lo", "ci95_hi", "iqm"))}
+    assert row["interval"] == "t" and row["avg_acc_iqm"] is None  # n = 2: the t interval, no IQM
     assert row["val_avg_acc_mean"] is None  # these runs have no validation split
 
 
@@ -170,7 +176,7 @@ def test_diverged_strengths_are_kept_and_marked(tmp_path):
                 ["method=ewc", "method.lam=1e7"])
     fake_failed(tmp_path / "3", "ConfigError: method.lam=-1 ...", ["method=ewc", "method.lam=-1"])
     records = collect([tmp_path])
-    assert sorted(r["strength"] for r in _diverged(records)) == [1e4, 1e7]
+    assert sorted(r["strength"] for r in diverged(records)) == [1e4, 1e7]
     assert main([str(tmp_path)]) == 0
     rows = csv_rows(tmp_path / "summary.csv")
     assert [(float(r["strength"]), r["avg_acc_mean"]) for r in rows] == [(1.0, "0.7"), (1e4, "")]
@@ -184,7 +190,7 @@ def test_one_matrix_figure_per_scenario(tmp_path):
     assert main([str(tmp_path)]) == 0
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["acc_matrices_digits-split-domain.png", "acc_matrices_digits-split-task.png",
-                    "acc_vs_strength.png"]
+                    "acc_vs_strength.png", "profiles.png"]  # two scenarios: the performance profiles too
     for png in pngs:
         assert (tmp_path / png).read_bytes().startswith(PNG)
 
@@ -219,3 +225,26 @@ def test_strength_figure_draws_the_validation_curve_selection_reads(tmp_path, mo
     dashed = [ln for ln in figures[0].axes[0].get_lines() if ln.get_linestyle() == "--"]
     assert len(dashed) == 1 and list(dashed[0].get_ydata()) == pytest.approx([65.0, 85.0])
     assert "validation" in dashed[0].get_label()
+
+
+def test_the_review_modules_import_no_private_name_and_form_no_cycle():
+    """report.py, selection.py, report_html.py, ... import each other's public names only, one way."""
+    import re
+    from pathlib import Path
+
+    import clexp
+
+    root = Path(clexp.__file__).parent
+    review = ("records", "stats", "summary", "selection", "comparisons", "report_figures", "report_html", "report",
+              "summary_run", "plots")
+    deps = {}
+    for name in review:
+        text = (root / f"{name}.py").read_text()
+        imports = re.findall(r"from clexp\.(\w+) import (\([^)]*\)|[^\n]*)", text)
+        assert not [(m, n) for m, names in imports for n in re.findall(r"\b_\w+", names)], name
+        deps[name] = {m for m, _ in imports if m in review} | set(re.findall(r"from clexp import (\w+)", text))
+
+    def reaches(start, target, seen=()):
+        return any(d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in deps.get(start, ()))
+
+    assert not [m for m in review if reaches(m, m)]

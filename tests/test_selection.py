@@ -81,7 +81,7 @@ def test_selected_csv_and_md_are_written_with_the_columns(tmp_path, capsys):
     assert ewc["selected_on"] == "val"
     assert float(ewc["test_avg_acc_mean"]) == pytest.approx(0.62)
     md = (tmp_path / "selected.md").read_text()
-    assert "| ewc | split | task | lam=10 | 2 | 79.0 | 62.0 ± 2.8 |" in md
+    assert "| ewc | split | task | lam=10 | 2 | 79.0 | 62.0 ± 2.8 [" in md
     assert (tmp_path / "summary.csv").exists()  # the full grid stays
 
 

@@ -48,3 +48,7 @@ def test_a_failed_job_does_not_leak_its_wandb_run_into_the_next(tmp_path):
                                         capture_output=True, text=True, timeout=120).stdout)
     assert summary["name"].endswith("-summary") and summary["summary"]["sweep/jobs"]["nrows"] == 3
     assert summary["summary"]["sweep/summary"]["nrows"] == 2  # two completed configurations (c = 0.1, 0.2)
+    # the selection on validation, with the selected strength's interval (one seed: none) in the summary
+    assert summary["summary"]["sweep/selected"]["nrows"] == 1
+    assert summary["summary"]["selected/digits-split-class/si/n_seeds"] == 1
+    assert summary["summary"]["selected/digits-split-class/si/strength"] in (0.1, 0.2)
