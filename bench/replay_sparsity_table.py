@@ -34,7 +34,7 @@ SETTINGS = {
                 ("packnet", "er")),
     "class-IL": (["scenario.incremental=class", f"train.epochs={EPOCHS}"],
                  {"naive": ["method=naive"], "er": ["method=er"], "ewc": ["method=ewc", "method.lam=30"],
-                  "ewc +replay=er": ["method=ewc", "method.lam=30", "+replay=er"]},  # the README table's λ
+                  "ewc +replay=er": ["method=ewc", "method.lam=30", "+replay=er"]},  # the docs' table's λ
                  ("er",)),
 }
 STABLE = {"stable_sgd (naive)": ["experiment=stable_sgd", *DATA, "scenario.n_experiences=5", "model.hidden=[400,400]",
