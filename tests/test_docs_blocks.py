@@ -145,10 +145,13 @@ def pattern(line: str) -> re.Pattern:
     return re.compile(regex)
 
 
-def assert_output(stdout: str, expected: Block) -> None:
+def assert_output(stdout: str, expected: Block, appended: str = "") -> None:
     """Every line of the output block appears in the printed output, in order (blank and `...` lines aside):
-    on a line of its own, or after a progress bar's carriage return on the same line."""
+    on a line of its own, or after a progress bar's carriage return on the same line. The test's own
+    `append` overrides are taken out of the printed lines first (a printed command repeats them)."""
     printed = [line.strip() for line in re.split(r"[\r\n]", stdout)]
+    for token in appended.split():
+        printed = [re.sub(rf"\s+{re.escape(token)}(?=\s|$)", "", line, flags=re.IGNORECASE) for line in printed]
     at = 0
     for line in expected.code.split("\n"):
         if not line.strip() or line.strip() == "...":
@@ -175,7 +178,7 @@ def test_shell_block(block: Block, tmp_path):
     assert out.returncode == 0, (f"{block.id} failed ({out.returncode}):\n{script}\n"
                                  f"{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     if block.expected is not None:
-        assert_output(out.stdout, block.expected)
+        assert_output(out.stdout, block.expected, block.args.get("append", ""))
 
 
 @pytest.mark.parametrize("block", PYTHON_RUN, ids=lambda b: b.id)
@@ -201,3 +204,8 @@ def test_output_pattern_frees_numbers_only():
     assert_output("x\naverage accuracy 20.1%  forgetting 100.0%\nResults: /a/b/results.json\n", block)
     with pytest.raises(AssertionError):
         assert_output("average accuracy 20.1%\nResults: /a/b/results.json\n", block)
+    command = Block(ROOT / "README.md", 1, "text", "clexp -m method=ewc method.lam=1000 seed=0,1,2")
+    assert_output("clexp -m method=ewc train.epochs=1 plots=False method.lam=10 seed=0,1,2", command,
+                  "train.epochs=1 plots=false")
+    with pytest.raises(AssertionError):
+        assert_output("clexp -m method=ewc train.epochs=1 method.lam=10 seed=0,1,2", command)
