@@ -71,7 +71,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 
 
 def math_fence(source, language, css_class, options, md, **kwargs) -> str:
-    """pymdownx.superfences formatter of ```math blocks: display MathML, the LaTeX kept as annotation."""
+    """pymdownx.superfences formatter of ```math blocks: display MathML, the LaTeX kept in the title attribute."""
     try:
         mathml = convert(source.strip(), display="block")
     except Exception as error:  # noqa: BLE001 - any parse failure is a broken page
