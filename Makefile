@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 LOCK   := constraints.txt
-EXTRAS := dev,sweeps,timm
+EXTRAS := dev,sweeps,timm,docs
 ARGS   ?=
 
-.PHONY: install install-ray lock run test test-fast sweep bench bench-tiny lint clean
+.PHONY: install install-ray lock run test test-fast sweep bench bench-tiny docs lint clean
 
 $(STAMP): pyproject.toml setup.py $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,8 +59,11 @@ bench: $(STAMP)  ## every benchmark, one table of side-by-side ratios
 bench-tiny: $(STAMP)  ## the benchmarks in their tiny smoke mode
 	$(BIN)/python -m bench --tiny
 
+docs: $(STAMP)  ## the documentation site into site/ (offline; every warning, broken link or missing reference fails it)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check clexp tests bench
 
 clean:
-	rm -rf outputs/* .pytest_cache
+	rm -rf outputs/* .pytest_cache site

@@ -4,7 +4,7 @@ results.json, the run's figures) against a plain PyTorch script doing the same t
 evaluation (same model, data, number of steps): ≤ 1.25× wall time.
 
 The stream is Split MNIST at its real size (60,000 training and 10,000 test images, the real MNIST
-test images when ../shared has them) trained as the `hsu2018_split_mnist` preset trains it: MLP
+test images when bench/common.py finds them) trained as the `hsu2018_split_mnist` preset trains it: MLP
 784-400-400-10, batch 128, 4 epochs per experience (376 steps each, 1,880 in all), SGD. The two
 runs take turns for a few rounds and the ratio is the median of the rounds' ratios (the machines
 are shared: their speed drifts between rounds).

@@ -2,7 +2,7 @@
 
 A sweep is many small jobs, so what a run costs before and after its training counts. On a
 5-experience Split MNIST stream of the 10k real MNIST test images (an 80/20 split; random
-MNIST-shaped images when ../shared has none), MLP 784-400-400-10, SGD, 2 epochs, batch 128:
+MNIST-shaped images without the real ones, bench/common.py), MLP 784-400-400-10, SGD, 2 epochs, batch 128:
 
 - `clexp` (the default experiment on that stream: its default logger, figures and checkpoints) as a
   whole process against a plain PyTorch script doing the same work as a whole process (imports,

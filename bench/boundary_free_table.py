@@ -1,5 +1,5 @@
 """The behaviour table of importance without boundaries, on the real MNIST test images
-(../shared/data/mnist-t10k: 8,000 training / 2,000 test images, bench/common.py `mnist_like`), Split
+(bench/common.py `mnist_like`: 8,000 training / 2,000 test images), Split
 MNIST in 5 experiences, MLP 784-400-400, Adam lr 1e-3, batch 128, two seeds, each method at the
 strength of STRENGTHS (chosen on a validation split — 10 % of each experience's training images, seed 0,
 the score the quantity of the claim — over the grids of GRIDS: `--select` reruns that selection and

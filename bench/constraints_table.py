@@ -1,5 +1,5 @@
 """The behaviour table of the gradient-constraint methods (gpm, ogd, agem) against naive, on the real MNIST
-test images (../shared/data/mnist-t10k: 8,000 training / 2,000 test images, bench/common.py `mnist_like`),
+test images (bench/common.py `mnist_like`: 8,000 training / 2,000 test images),
 Split MNIST in 5 experiences, MLP 784-400-400, plain SGD (lr 0.05, no momentum: the projections act on the
 update itself, as in the three papers), batch 128, EPOCHS epochs per experience, two seeds, every method at
 its config's defaults (gpm threshold 0.97 on 300 inputs; ogd 100 directions per experience; agem 100 samples

@@ -1,5 +1,5 @@
 """The behaviour table of experience replay and PackNet, on the real MNIST test images
-(../shared/data/mnist-t10k: 8,000 training / 2,000 test images, bench/common.py `mnist_like`), Split MNIST
+(bench/common.py `mnist_like`: 8,000 training / 2,000 test images), Split MNIST
 in 5 experiences, MLP 784-400-400, Adam lr 1e-3, batch 128, 4 epochs per experience, two seeds:
 
 1. task-IL (a shared head masked to each experience's classes): `packnet` and `er` each above `naive`
@@ -34,7 +34,7 @@ SETTINGS = {
                 ("packnet", "er")),
     "class-IL": (["scenario.incremental=class", f"train.epochs={EPOCHS}"],
                  {"naive": ["method=naive"], "er": ["method=er"], "ewc": ["method=ewc", "method.lam=30"],
-                  "ewc +replay=er": ["method=ewc", "method.lam=30", "+replay=er"]},  # the README table's λ
+                  "ewc +replay=er": ["method=ewc", "method.lam=30", "+replay=er"]},  # the docs' table's λ
                  ("er",)),
 }
 STABLE = {"stable_sgd (naive)": ["experiment=stable_sgd", *DATA, "scenario.n_experiences=5", "model.hidden=[400,400]",

@@ -1,5 +1,5 @@
-"""Continual-learning metrics from the accuracy matrix R (R[i][j]: accuracy on experience j after
-training experience i), as defined in DESIGN.md §5. Rows may be partial (the stream so far)."""
+"""Continual-learning metrics from the accuracy matrix R (`R[i][j]`: accuracy on experience j after
+training experience i), as defined in docs/design.md, section 5 (metrics). Rows may be partial (the stream so far)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ def _rows(R: Sequence[Sequence[float]]) -> list[list[float]]:
 
 
 def average_accuracy(R: Sequence[Sequence[float]]) -> float:
-    """Mean accuracy over the experiences seen so far, after the last trained one: mean_{j<=i} R[i][j]."""
+    """Mean accuracy over the experiences seen so far, after the last trained one: `mean_{j<=i} R[i][j]`."""
     rows = _rows(R)
     i = len(rows) - 1
     return sum(rows[i][: i + 1]) / (i + 1)
 
 
 def forgetting(R: Sequence[Sequence[float]]) -> float | None:
-    """Chaudhry 2018: mean over j < i of max_{l<i} R[l][j] − R[i][j] (DESIGN.md §5); None after one experience."""
+    """Chaudhry 2018: mean over j < i of `max_{l<i} R[l][j] − R[i][j]` (docs/design.md, section 5); None after
+    one experience."""
     rows = _rows(R)
     i = len(rows) - 1
     if i == 0:
@@ -30,7 +31,7 @@ def forgetting(R: Sequence[Sequence[float]]) -> float | None:
 
 
 def backward_transfer(R: Sequence[Sequence[float]]) -> float | None:
-    """Lopez-Paz 2017: mean over j < i of R[i][j] − R[j][j]; None after one experience."""
+    """Lopez-Paz 2017: mean over j < i of `R[i][j] − R[j][j]`; None after one experience."""
     rows = _rows(R)
     i = len(rows) - 1
     if i == 0:
@@ -39,7 +40,7 @@ def backward_transfer(R: Sequence[Sequence[float]]) -> float | None:
 
 
 def forward_transfer(R: Sequence[Sequence[float]], baseline: Sequence[float]) -> float | None:
-    """Lopez-Paz 2017: mean over 0 < j <= i of R[j−1][j] − b[j], b the initial model's accuracies."""
+    """Lopez-Paz 2017: mean over 0 < j <= i of `R[j−1][j] − b[j]`, b the initial model's accuracies."""
     rows = _rows(R)
     i = len(rows) - 1
     if i == 0:

@@ -1,4 +1,4 @@
-"""The test problems every curvature test uses (DESIGN.md §9, after curvlinops' `test/cases.py`):
+"""The test problems every curvature test uses (docs/design.md, section 9, after curvlinops' `test/cases.py`):
 small float64 models, each a `Case` with its inputs, the layers that get Kronecker factors, and the
 output masks; no conftest needed —
 

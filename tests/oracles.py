@@ -1,4 +1,4 @@
-"""Brute-force references for every curvature test (DESIGN.md §3 written out, one input and one class
+"""Brute-force references for every curvature test (docs/design.md, section 3, written out, one input and one class
 at a time, in float64): the diagonal Fisher's variants, MAS, the Kronecker factors and the explicit
 Kronecker penalty. Slow and obvious on purpose; they share no code with clexp/curvature beyond
 `torch.autograd.grad`."""

@@ -69,7 +69,7 @@ def test_batch_variant_with_batch_size_one_is_the_empirical_fisher():
 
 
 def test_batch_variant_is_about_one_over_b_of_empirical_when_gradients_are_uncorrelated():
-    """DESIGN §3: squaring a mini-batch mean of B roughly uncorrelated per-sample gradients gives ≈ 1/B
+    """docs/design.md, section 3: squaring a mini-batch mean of B roughly uncorrelated per-sample gradients gives ≈ 1/B
     of the per-sample (empirical) Fisher. Softmax regression at θ = 0 on zero-mean inputs with labels
     independent of them: E[g_n] = 0 and the g_n are independent, so E[(mean g)²] = E[g²]/B."""
     torch.manual_seed(0)

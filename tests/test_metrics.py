@@ -1,4 +1,4 @@
-"""The metrics of DESIGN.md §5 against values computed by hand."""
+"""The metrics of docs/design.md, section 5, against values computed by hand."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""The diagonal Fisher information, per sample and exact (DESIGN.md §3), without a loop over samples.
+"""The diagonal Fisher information, per sample and exact, without a loop over samples (docs/design.md,
+section 3, the math).
 
     exact      F = 1/N Σ_n Σ_c p(c|x_n) (∇θ log p(c|x_n))²        expectation over the model's classes
     sampled    F = 1/(N·S) Σ_n Σ_s (∇θ log p(ŷ_ns|x_n))²,  ŷ ~ p(·|x_n)   the "true" Fisher, Monte Carlo

@@ -6,8 +6,9 @@ non-negative integers (any integer dtype, or floats holding whole numbers), N or
 statistics: per channel for images, per feature for flat inputs (a constant channel or feature is
 only centred).
 
-Also here: reading MNIST's IDX files, and turning the real MNIST test images
-(`../shared/data/mnist-t10k`) into such a file with a stratified train/test split.
+Also here: reading MNIST's IDX files, and turning the real MNIST test images (a folder holding
+`t10k-images-idx3-ubyte.gz` and `t10k-labels-idx1-ubyte.gz`) into such a file with a stratified
+train/test split.
 """
 
 from __future__ import annotations

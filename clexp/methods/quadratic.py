@@ -2,7 +2,7 @@
 
     penalty(θ) = strength · factor · (Σ_k Ω_k (θ_k − θ*_k)² + const)
 
-Consolidation modes (DESIGN.md §3):
+Consolidation modes (docs/design.md, section 3, the math):
 - `separate` (EWC): Σ_t F_t (θ − θ*_t)² over every past experience, kept as ONE merged quadratic
   A (θ − B/A)² + const with A = Σ F_t, B = Σ F_t θ*_t — the same value and gradient from O(P)
   memory and time however many experiences have passed.
