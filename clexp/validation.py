@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from clexp.argspec import check_args, static_rules
 from clexp.build import Components, check_lr, components, in_user_terms
-from clexp.errors import ConfigError, is_number
+from clexp.errors import ConfigError, MissingValueError, is_number
 from clexp.errors import check as _check
 from clexp.overrides import check_method_keys
 
@@ -52,7 +52,13 @@ def validate(cfg: DictConfig) -> Components:
 
 def validate_light(cfg: DictConfig) -> None:
     """The checks that need no torch (see the module's docstring); raise `ConfigError`."""
+    missing = next(missing_keys(cfg), None)
+    if missing:  # `???` in a group's config: a value only the user can give (dataset=image_folder's train_root)
+        group = missing.split(".", 1)[0]
+        owner = f" (with {group}={cfg[group].get('name')})" if isinstance(cfg.get(group), DictConfig) else ""
+        raise MissingValueError(missing, f"{missing} needs a value{owner}: add {missing}=... to the command line")
     _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+    _check_precision(cfg.get("trainer"))
 
     train = cfg.train  # top-level keys, read by the runner itself
     epochs, iterations = train.get("epochs"), train.get("iterations")
@@ -83,6 +89,37 @@ def validate_light(cfg: DictConfig) -> None:
     check_lr(cfg.get("optimizer"))
     for path, node in _target_nodes(cfg):
         _check_node(node, path)
+
+
+def missing_keys(node, path: str = ""):
+    """The full keys of the mandatory values left out (`???`), without resolving any interpolation."""
+    from omegaconf import ListConfig
+
+    keys = range(len(node)) if isinstance(node, ListConfig) else list(node)
+    for key in keys:
+        child = node._get_node(key)
+        sub = f"{path}.{key}" if path else str(key)
+        if child is None or str(key) == "hydra":
+            continue
+        if child._is_missing():
+            yield sub
+        elif isinstance(child, (DictConfig, ListConfig)) and not child._is_none() and not child._is_interpolation():
+            yield from missing_keys(child, sub)
+
+
+# Lightning's precision values that compute in float64: clexp's methods keep their state in float32
+FLOAT64 = ("64", "64-true", "double")
+
+
+def _check_precision(trainer) -> None:
+    """`trainer.precision=64-true` is refused: the penalties' anchors and importances, EWC++/RWalk's
+    moving averages and the projections of gpm/ogd are float32 (a float64 model is refused when built)."""
+    if trainer is None:
+        return
+    precision = str(trainer.get("precision", "32-true"))
+    _check(precision not in FLOAT64, "trainer.precision", trainer.get("precision"),
+           "32-true, 16-mixed, bf16-mixed, 16-true or bf16-true: clexp's methods keep their state in float32 "
+           "(float64 is not supported)")
 
 
 def _target_nodes(node: DictConfig, path: str = ""):
