@@ -25,6 +25,7 @@ def validate(cfg: DictConfig) -> Components:
     """Raise `ConfigError` for the first bad value found; return the run's components (built, hence
     checked: every object checks its own arguments)."""
     validate_light(cfg)
+    _check_model(cfg)  # before Lightning is imported: a pretrained model's weights missing offline, at once
     parts = components(cfg)
 
     # checks that span groups: the scenario against the dataset and the model
@@ -35,7 +36,6 @@ def validate(cfg: DictConfig) -> Components:
         except ConfigError as err:
             raise ConfigError(f"scenario.{err.key}", err.value, err.allowed) from None
     sc.check_heads(bool(cfg.model.get("multihead")))
-    _check_model(cfg)
     from clexp.augment import parse as parse_augment  # imports torch: in the second pass
 
     parse_augment(cfg.dataset.get("augment"))  # names and values; what depends on the data: once it is read
