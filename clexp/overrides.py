@@ -95,7 +95,7 @@ def check_group_options(overrides: list[str], dirs: list[str]) -> None:
             choice = choice.strip().strip("'\"")
             if choice in options or choice in ("null", "") or not _PLAIN.fullmatch(choice):
                 continue
-            close = difflib.get_close_matches(choice, options, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(choice, options, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}? " if close else ""
             raise ConfigError(name, choice, f"{hint}{name} is one of {', '.join(options)}")
 

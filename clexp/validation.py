@@ -4,9 +4,11 @@ Two passes. `validate_light` needs neither torch nor Lightning (a bad value is r
 of a second): mandatory values left out (`???`), the top-level keys (`seed`, `train.*`, `objective`,
 `eval.*`), `trainer.precision` (float64 is refused), method keys nothing reads, and every config node's
 arguments against the `ARGS` rules its class or function declares (read from source by `clexp.argspec`).
-The sweep runs it on every job's config before the first job starts (`clexp.sweep.check_jobs`). `validate` then builds the run's components — each object checks its own arguments
-in its constructor, the rules `ARGS` cannot express included — and the checks that span groups (the
-scenario against the dataset and the model) and the devices the Trainer will ask for.
+A sweep runs it on every job's config before the first job starts (`clexp.sweep.check_jobs`).
+`validate` then runs the model factory's own checks (a pretrained model's weights file, before
+Lightning is imported), builds the run's components — each object checks its own arguments in its
+constructor, the rules `ARGS` cannot express included — and the checks that span groups (the scenario
+against the dataset and the model) and the devices the Trainer will ask for.
 """
 
 from __future__ import annotations
