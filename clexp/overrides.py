@@ -121,6 +121,13 @@ def check_command_line(argv: list[str], config_dir: str) -> None:
     try:
         composed(overrides)
     except ConfigCompositionException as err:
+        appended = re.search(r"Could not append to config. An item is already at '([^']+)'", str(err))
+        if appended:  # `+dataset.augment=[...]` where the group has the key: set it, do not add it
+            key = appended.group(1)
+            given = next((o for o in overrides if o.startswith("+") and override_key(o) == key), None)
+            if given is not None:
+                raise ConfigError(key, given.split("=", 1)[1],
+                                  f"{key} exists already: set it without the '+' ({key}=...)") from None
         match = re.search(r"Could not override '([^']+)'", str(err))
         if not match:
             return  # Hydra's own message says what is wrong

@@ -245,3 +245,12 @@ def double_mlp(input_shape, n_outputs, **kwargs):
     from clexp.models import MLP
 
     return MLP(input_shape, n_outputs, **kwargs).double()
+
+
+def test_adding_a_key_that_exists_says_to_set_it():
+    from clexp import conf_source
+    from clexp.overrides import check_command_line
+
+    with pytest.raises(ConfigError, match=r"seed exists already: set it without the '\+' \(seed=\.\.\.\)") as info:
+        check_command_line(["+seed=3"], conf_source.config_dir())
+    assert info.value.key == "seed"
