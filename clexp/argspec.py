@@ -11,8 +11,11 @@ classes and imported constants) without executing the module, so that `clexp.val
 can report a bad value in a fraction of a second instead of after the ~5 s that importing Lightning
 takes. A class without a literal `ARGS` is simply checked later, by its constructor.
 
+A function built from a config node (a model factory) declares its rules the same way, as an attribute
+set right after its definition, `MLP.ARGS = {"hidden": ("ints", {})}`, and applies them itself.
+
 Kinds: `number` (`check_number`'s bounds), `int` (`check_int`'s `low`, `allow_none`), `choice` (the allowed
-values).
+values), `ints` (a list of integers, `check_ints`'s `low`, `one`: a single integer allowed too).
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import sys
 from importlib.machinery import PathFinder
 from pathlib import Path
 
-from clexp.errors import check_choice, check_int, check_number
+from clexp.errors import check_choice, check_int, check_ints, check_number
 
-KINDS = ("number", "int", "choice")
+KINDS = ("number", "int", "choice", "ints")
 
 
 def check_args(rules: dict, **values) -> None:
@@ -40,6 +43,8 @@ def check_args(rules: dict, **values) -> None:
             check_int(key, value, **option)
         elif kind == "choice":
             check_choice(key, value, tuple(option))
+        elif kind == "ints":
+            check_ints(key, value, **option)
         else:
             raise TypeError(f"ARGS[{key!r}]: unknown kind {kind!r} (one of {', '.join(KINDS)})")
 
@@ -91,7 +96,7 @@ def _definition(module: str, name: str, depth: int = 0):
         return None
     tree, is_package = parsed
     for stmt in tree.body:
-        if isinstance(stmt, ast.ClassDef) and stmt.name == name:
+        if isinstance(stmt, (ast.ClassDef, ast.FunctionDef)) and stmt.name == name:
             return module, stmt
         if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in stmt.targets):
             return module, stmt.value
@@ -129,7 +134,7 @@ def _literal(module: str, node: ast.AST, depth: int = 0, local: dict | None = No
         if local and node.id in local:
             return _literal(module, local[node.id], depth + 1)
         found = _definition(module, node.id)
-        if found is None or isinstance(found[1], ast.ClassDef):
+        if found is None or isinstance(found[1], (ast.ClassDef, ast.FunctionDef)):
             raise _NotLiteral
         return _literal(found[0], found[1], depth + 1)
     raise _NotLiteral
@@ -157,14 +162,31 @@ def _class_rules(module: str, cls: ast.ClassDef, depth: int = 0) -> dict:
     return rules
 
 
+def _function_rules(module: str, name: str) -> dict:
+    """The literal `<name>.ARGS = {...}` set at the top level of `module` after the function `name`."""
+    parsed = _source(module)
+    for stmt in parsed[0].body if parsed else ():
+        if isinstance(stmt, ast.Assign) and any(
+                isinstance(t, ast.Attribute) and t.attr == "ARGS" and isinstance(t.value, ast.Name)
+                and t.value.id == name for t in stmt.targets):
+            try:
+                own = _literal(module, stmt.value)
+            except _NotLiteral:
+                return {}
+            return own if isinstance(own, dict) else {}
+    return {}
+
+
 @functools.lru_cache(maxsize=None)
 def static_rules(target: str) -> dict:
-    """The `ARGS` rules of the class `target` ("pkg.module.Class"), read without importing it; {} when
-    unknown (a function, a class without literal rules, a module that cannot be found)."""
+    """The `ARGS` rules of the class or function `target` ("pkg.module.Class"), read without importing
+    it; {} when unknown (no literal rules, a module that cannot be found)."""
     module, _, name = target.rpartition(".")
     if not module or module in sys.builtin_module_names:
         return {}
     found = _definition(module, name)
     if found is None:  # `pkg.Class` re-exported by pkg/__init__.py is followed by _definition too
         return {}
+    if isinstance(found[1], ast.FunctionDef):
+        return _function_rules(found[0], found[1].name)
     return _class_rules(*found) if isinstance(found[1], ast.ClassDef) else {}

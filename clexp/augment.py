@@ -35,6 +35,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from clexp.errors import check, is_number
@@ -176,10 +177,32 @@ def _on(cache: dict, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return cache[key]
 
 
-def channel_range(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each channel's smallest and largest value over N×C×H×W tensors (float32, on the CPU)."""
-    lows = [x.amin(dim=(0, 2, 3)) for x in tensors if x is not None and len(x)]
-    highs = [x.amax(dim=(0, 2, 3)) for x in tensors if x is not None and len(x)]
+def channel_range(inputs: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's smallest and largest value over N×C×H×W inputs (float32, on the CPU): tensors,
+    or image files read lazily (`ImageFiles`, `dataset.in_memory=false`), which are decoded here in
+    batches, each file once, with the decoding the training uses — so a streamed dataset gets the
+    very range its in-memory form would (the same padding, the same jitter, the same runs)."""
+    from clexp.data.images import ImageFiles, input_batches, is_lazy
+
+    lows, highs = [], []
+
+    def add(x: torch.Tensor) -> None:
+        lows.append(x.amin(dim=(0, 2, 3)))
+        highs.append(x.amax(dim=(0, 2, 3)))
+
+    files: dict[int, list] = {}  # the lazy inputs by dataset table: each file decoded once
+    for x in inputs:
+        if x is None or not len(x):
+            continue
+        if is_lazy(x):
+            files.setdefault(id(x.table), []).append(x)
+        else:
+            add(x)
+    for parts in files.values():
+        every = ImageFiles.cat(parts)
+        unique = ImageFiles(every.table, np.unique(every.index))
+        for xb in input_batches(unique, torch.arange(len(unique)).split(256)):
+            add(xb)
     return (torch.stack(lows).amin(0).float().cpu(), torch.stack(highs).amax(0).float().cpu())
 
 

@@ -172,6 +172,15 @@ def load_stream(cfg: DictConfig, scenario=None):
 
 
 def build_model(cfg: DictConfig, stream):
-    """The model for `stream` (the model contract: clexp/models/__init__.py)."""
-    return build(cfg.model, "model", input_shape=stream.input_shape, n_outputs=stream.n_outputs,
-                 n_experiences=len(stream))
+    """The model for `stream` (the model contract: clexp/models/__init__.py). Its floating-point
+    parameters must be float32 (or lower): the methods keep their anchors, importances and
+    projections in float32, so a float64 model is refused here, before training."""
+    model = build(cfg.model, "model", input_shape=stream.input_shape, n_outputs=stream.n_outputs,
+                  n_experiences=len(stream))
+    wide = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.dtype.itemsize > 4
+                   and p.is_floating_point()})
+    if wide:
+        raise ConfigError("model", str(cfg.model.get("_target_")),
+                          f"a model with float32 parameters (this one has {', '.join(wide)}): clexp's methods keep "
+                          "their state in float32; float64 is not supported")
+    return model

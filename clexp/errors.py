@@ -15,6 +15,14 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
+class MissingValueError(ConfigError):
+    """A mandatory value (`???` in a config) that the command line did not give."""
+
+    def __init__(self, key: str, message: str):
+        ValueError.__init__(self, message)
+        self.key, self.value, self.allowed = key, "???", message
+
+
 class DataError(RuntimeError):
     """A dataset that cannot be found, downloaded or decoded; the message says where and how to fix it."""
 
@@ -62,6 +70,20 @@ def check_int(key: str, value, low: int = 1, allow_none: bool = False) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
     if not ok:
         raise ConfigError(key, value, f"an integer >= {low}" + (" or null" if allow_none else ""))
+
+
+def check_ints(key: str, value, low: int = 1, one: bool = False) -> None:
+    """`value` is a list of integers >= `low` (or, when `one`, a single such integer)."""
+    def fits(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    from collections.abc import Sequence  # an OmegaConf ListConfig too
+
+    listed = isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    if (one and fits(value)) or (listed and all(fits(v) for v in value)):
+        return
+    example = f"[{value}]" if fits(value) else f"[{max(low, 1) * 64}]"
+    raise ConfigError(key, value, f"a list of integers >= {low}{' or one integer' if one else ''}, e.g. {example}")
 
 
 def check_choice(key: str, value, choices) -> None:

@@ -28,6 +28,8 @@ PLUGINS = {
     "ray": ("hydra_plugins.hydra_ray_launcher", "Hydra's Ray launcher (hydra-ray-launcher and ray)", "clexp[ray]"),
 }
 SUBMITIT = {"submitit_local", "submitit_slurm", "slurm"}
+# the Hydra sweepers clexp's presets use (conf/experiment/optuna_*.yaml) and the plugin + extra each needs
+SWEEPERS = {"optuna": ("hydra_plugins.hydra_optuna_sweeper", "the Optuna sweeper", "clexp[sweeps]")}
 DEFAULT_SWEEP_DIR = "outputs/multirun"  # conf/config.yaml: hydra.sweep.dir below it, by date and time
 
 
@@ -58,10 +60,50 @@ def launcher_choice(argv: list[str]) -> str | None:
     return _value(argv, "hydra/launcher", "override hydra/launcher")
 
 
+def preset_choice(argv: list[str], group: str) -> str | None:
+    """The `group` option (`hydra/sweeper`) an `experiment=` preset of the command line picks in its
+    defaults list (`- override /hydra/sweeper: optuna`), read from the preset's file."""
+    from omegaconf import OmegaConf
+
+    from clexp import conf_source
+
+    name = _value(argv, "experiment")
+    dirs = [d for d in (_value(argv, "--config-dir"), conf_source.config_dir()) if d]
+    for folder in dirs:
+        path = Path(folder).expanduser() / "experiment" / f"{name}.yaml"
+        if name and path.is_file():
+            try:
+                defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []
+            except Exception:  # noqa: BLE001 - a broken preset: Hydra reports it
+                return None
+            for entry in defaults:
+                if isinstance(entry, dict):
+                    for key, value in entry.items():
+                        if str(key).replace("override", "").strip().strip("/") == group:
+                            return str(value)
+            return None
+    return None
+
+
+def check_sweeper(argv: list[str]) -> None:
+    """The sweeper the command line or its preset picks (`experiment=optuna_lam`) is installed; in run
+    mode too, since Hydra composes the sweeper's config for a single run as well."""
+    choice = _value(argv, "hydra/sweeper", "override hydra/sweeper") or preset_choice(argv, "hydra/sweeper")
+    if choice in SWEEPERS:
+        module, what, extra = SWEEPERS[choice]
+        if not _importable(module):
+            given = _value(argv, "hydra/sweeper", "override hydra/sweeper")
+            who = f"hydra/sweeper={choice}"
+            who = who if given else f"experiment={_value(argv, 'experiment')} ({who})"
+            raise LauncherError(f"{who} needs {what}, which is not installed: "
+                                f'pip install "{extra}" (in a checkout: pip install -e ".[{extra[6:-1]}]")')
+
+
 def check_launcher(argv: list[str]) -> list[str]:
-    """Check the launcher a multirun command line picks; return the arguments to run with."""
+    """Check the sweeper and the launcher a command line picks; return the arguments to run with."""
     argv = list(argv)
-    choice = launcher_choice(argv)
+    check_sweeper(argv)
+    choice = launcher_choice(argv) or preset_choice(argv, "hydra/launcher")
     if choice is None or not ({"-m", "--multirun"} & set(argv)):
         return argv
     if choice in ("submitit_local", "ray"):

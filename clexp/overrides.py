@@ -63,9 +63,48 @@ def _split(argv: list[str]) -> tuple[list[str], list[str], bool]:
     return overrides, dirs, multirun
 
 
+def group_options(group: str, dirs: list[str]) -> list[str] | None:
+    """The options of the config group `group` (`method`, `model`, ...) in the config folders `dirs`:
+    the names of its .yaml files; None when no folder has that group."""
+    from pathlib import Path
+
+    found = [Path(d) / group for d in dirs if (Path(d) / group).is_dir()]
+    if not found:
+        return None
+    return sorted({p.stem for folder in found for p in folder.glob("*.yaml")})
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-/]+")
+
+
+def check_group_options(overrides: list[str], dirs: list[str]) -> None:
+    """Raise `ConfigError` for a group option that does not exist (`method=ewx`, and each value of a
+    sweep's `method=ewc,ewx`): one line with the closest option and the list, instead of Hydra's error."""
+    import difflib
+
+    for override in overrides:
+        name, _, value = override.lstrip("+~").partition("=")
+        if name.startswith("override "):
+            name = name[len("override "):].strip()
+        if "." in name or name.startswith("hydra") or not value or "(" in value:
+            continue  # a key, not a group; Hydra's own groups (launchers: clexp.launchers); sweep functions
+        options = group_options(name, dirs)
+        if options is None:
+            continue
+        for choice in value.split(","):
+            choice = choice.strip().strip("'\"")
+            if choice in options or choice in ("null", "") or not _PLAIN.fullmatch(choice):
+                continue
+            close = difflib.get_close_matches(choice, options, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(name, choice, f"{hint}{name} is one of {', '.join(options)}")
+
+
 def check_command_line(argv: list[str], config_dir: str) -> None:
-    """Raise `ConfigError` for an override of a key its group does not have (run mode only)."""
+    """Raise `ConfigError` for a group option that does not exist (run and sweep), or an override of a
+    key its group does not have (run mode only)."""
     overrides, dirs, multirun = _split(argv)
+    check_group_options(overrides, [*dirs, config_dir])
     if multirun or not overrides:
         return
     from pathlib import Path
@@ -82,6 +121,13 @@ def check_command_line(argv: list[str], config_dir: str) -> None:
     try:
         composed(overrides)
     except ConfigCompositionException as err:
+        appended = re.search(r"Could not append to config. An item is already at '([^']+)'", str(err))
+        if appended:  # `+dataset.augment=[...]` where the group has the key: set it, do not add it
+            key = appended.group(1)
+            given = next((o for o in overrides if o.startswith("+") and override_key(o) == key), None)
+            if given is not None:
+                raise ConfigError(key, given.split("=", 1)[1],
+                                  f"{key} exists already: set it without the '+' ({key}=...)") from None
         match = re.search(r"Could not override '([^']+)'", str(err))
         if not match:
             return  # Hydra's own message says what is wrong

@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     ddp.redirect_sweep_child()
+    from clexp import sweep
     from clexp.errors import ConfigError
     from clexp.launchers import check_launcher
     from clexp.overrides import check_command_line
@@ -227,11 +228,15 @@ def main(argv: list[str] | None = None) -> None:
     try:  # a key its group does not have: one line here, not Hydra's multi-line error
         check_command_line(sys.argv[1:], conf_source.config_dir())
         sys.argv[1:] = check_launcher(sys.argv[1:])  # the sweep's launcher can start (plugin, Ray, folder)
+        sweep.check_jobs(sys.argv[1:], conf_source.config_dir())  # every job's config, before the first trains
     except ConfigError as err:
         print(f"clexp: error: ConfigError: {err}", file=sys.stderr)
         sys.exit(2)
     set_cache_dirs(data_dir_from_argv(sys.argv[1:]))
+    sweep.FAILED.clear()
     _app()
+    if sweep.FAILED:  # a sweep whose jobs all ran, some of which failed (listed in its summary)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

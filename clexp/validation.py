@@ -1,11 +1,14 @@
 """Checks before any data is loaded or model built: one readable line per error.
 
 Two passes. `validate_light` needs neither torch nor Lightning (a bad value is reported in a fraction
-of a second): the top-level keys (`seed`, `train.*`, `objective`, `eval.*`), method keys nothing reads,
-and every config node's arguments against the `ARGS` rules its class declares (read from source by
-`clexp.argspec`). `validate` then builds the run's components — each object checks its own arguments
-in its constructor, the rules `ARGS` cannot express included — and the checks that span groups (the
-scenario against the dataset and the model) and the devices the Trainer will ask for.
+of a second): mandatory values left out (`???`), the top-level keys (`seed`, `train.*`, `objective`,
+`eval.*`), `trainer.precision` (float64 is refused), method keys nothing reads, and every config node's
+arguments against the `ARGS` rules its class or function declares (read from source by `clexp.argspec`).
+A sweep runs it on every job's config before the first job starts (`clexp.sweep.check_jobs`).
+`validate` then runs the model factory's own checks (a pretrained model's weights file, before
+Lightning is imported), builds the run's components — each object checks its own arguments in its
+constructor, the rules `ARGS` cannot express included — and the checks that span groups (the scenario
+against the dataset and the model) and the devices the Trainer will ask for.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from omegaconf import DictConfig
 
 from clexp.argspec import check_args, static_rules
 from clexp.build import Components, check_lr, components, in_user_terms
-from clexp.errors import ConfigError, is_number
+from clexp.errors import ConfigError, MissingValueError, is_number
 from clexp.errors import check as _check
 from clexp.overrides import check_method_keys
 
@@ -25,6 +28,7 @@ def validate(cfg: DictConfig) -> Components:
     """Raise `ConfigError` for the first bad value found; return the run's components (built, hence
     checked: every object checks its own arguments)."""
     validate_light(cfg)
+    _check_model(cfg)  # before Lightning is imported: a pretrained model's weights missing offline, at once
     parts = components(cfg)
 
     # checks that span groups: the scenario against the dataset and the model
@@ -35,7 +39,6 @@ def validate(cfg: DictConfig) -> Components:
         except ConfigError as err:
             raise ConfigError(f"scenario.{err.key}", err.value, err.allowed) from None
     sc.check_heads(bool(cfg.model.get("multihead")))
-    _check_model(cfg)
     from clexp.augment import parse as parse_augment  # imports torch: in the second pass
 
     parse_augment(cfg.dataset.get("augment"))  # names and values; what depends on the data: once it is read
@@ -52,7 +55,13 @@ def validate(cfg: DictConfig) -> Components:
 
 def validate_light(cfg: DictConfig) -> None:
     """The checks that need no torch (see the module's docstring); raise `ConfigError`."""
+    missing = next(missing_keys(cfg), None)
+    if missing:  # `???` in a group's config: a value only the user can give (dataset=image_folder's train_root)
+        group = missing.split(".", 1)[0]
+        owner = f" (with {group}={cfg[group].get('name')})" if isinstance(cfg.get(group), DictConfig) else ""
+        raise MissingValueError(missing, f"{missing} needs a value{owner}: add {missing}=... to the command line")
     _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+    _check_precision(cfg.get("trainer"))
 
     train = cfg.train  # top-level keys, read by the runner itself
     epochs, iterations = train.get("epochs"), train.get("iterations")
@@ -83,6 +92,37 @@ def validate_light(cfg: DictConfig) -> None:
     check_lr(cfg.get("optimizer"))
     for path, node in _target_nodes(cfg):
         _check_node(node, path)
+
+
+def missing_keys(node, path: str = ""):
+    """The full keys of the mandatory values left out (`???`), without resolving any interpolation."""
+    from omegaconf import ListConfig
+
+    keys = range(len(node)) if isinstance(node, ListConfig) else list(node)
+    for key in keys:
+        child = node._get_node(key)
+        sub = f"{path}.{key}" if path else str(key)
+        if child is None or str(key) == "hydra":
+            continue
+        if child._is_missing():
+            yield sub
+        elif isinstance(child, (DictConfig, ListConfig)) and not child._is_none() and not child._is_interpolation():
+            yield from missing_keys(child, sub)
+
+
+# Lightning's precision values that compute in float64: clexp's methods keep their state in float32
+FLOAT64 = ("64", "64-true", "double")
+
+
+def _check_precision(trainer) -> None:
+    """`trainer.precision=64-true` is refused: the penalties' anchors and importances, EWC++/RWalk's
+    moving averages and the projections of gpm/ogd are float32 (a float64 model is refused when built)."""
+    if trainer is None:
+        return
+    precision = str(trainer.get("precision", "32-true"))
+    _check(precision not in FLOAT64, "trainer.precision", trainer.get("precision"),
+           "32-true, 16-mixed, bf16-mixed, 16-true or bf16-true: clexp's methods keep their state in float32 "
+           "(float64 is not supported)")
 
 
 def _target_nodes(node: DictConfig, path: str = ""):

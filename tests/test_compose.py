@@ -19,6 +19,7 @@ OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml")
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 # what each option needs besides itself to validate on this machine
 NEEDS = {("dataset", "arrays"): ["dataset.path=x.npz"], ("dataset", "image_folder"): ["dataset.train_root=x"],
+         ("dataset", "mnist_t10k"): ["dataset.path=x"],
          ("scenario", "permuted"): ["scenario.incremental=domain"],
          ("trainer", "ddp"): ["trainer.accelerator=cpu"],
          # pretrained backbones: random weights here (no weights file; never a download in tests)

@@ -257,3 +257,21 @@ def test_presets_without_the_weights_stop_before_training(tmp_path, tree, monkey
     lines = [line for line in out.stderr.splitlines() if line.startswith("clexp: error:")]
     assert out.returncode == 2 and len(lines) == 1 and R18_FILE in lines[0] and "curl" in lines[0], out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_download_offline_with_the_images_there_says_what_it_used(tmp_path, tree, monkeypatch, capsys):
+    """download=true, the frames there, the batch lists not and their site unreachable: one download
+    is tried (the others come from the same site), then one line says that it failed and that the
+    experiences come from the folder layout."""
+    for name, (_, md5) in list(core50.META.items()):
+        monkeypatch.setitem(core50.META, name, ((tmp_path / "offline" / name).as_uri(), md5))
+    root = tmp_path / "core50"
+    root.mkdir()
+    (root / FOLDER).symlink_to(tree / FOLDER)
+    capsys.readouterr()
+    data = load_core50(root, download=True, resolution=32, protocol="ni", workers=0, in_memory=False)
+    out = capsys.readouterr().out.splitlines()
+    assert len([line for line in out if line.startswith("Downloading ")]) == 1, out
+    said = [line for line in out if "could not be downloaded" in line]
+    assert len(said) == 1 and "failed" in said[0] and "folder layout" in said[0] and str(root / FOLDER) in said[0]
+    assert len(data.protocol.train) == 8  # ni: the 8 training sessions, from the layout

@@ -46,6 +46,8 @@ def _runtime_rules(target: str) -> dict:
 
     obj = get_object(target)
     rules: dict = {}
+    if not isinstance(obj, type):  # a function (a model factory): `fn.ARGS`, set after its definition
+        return {k: (kind, tuple(o) if kind == "choice" else o) for k, (kind, o) in getattr(obj, "ARGS", {}).items()}
     for cls in reversed(getattr(obj, "__mro__", ())):
         rules.update({k: (kind, tuple(o) if kind == "choice" else o)
                       for k, (kind, o) in cls.__dict__.get("ARGS", {}).items()})
@@ -64,9 +66,12 @@ def test_static_rules_equal_the_classes_own():
 
 
 def test_check_args_applies_each_kind():
-    rules = {"lam": ("number", {"low": 0}), "n": ("int", {"allow_none": True}), "v": ("choice", ("a", "b"))}
-    check_args(rules, lam=0.5, n=None, v="a", other=object())  # keys without a rule are not checked
-    for bad, key in (({"lam": -1}, "lam"), ({"n": 0}, "n"), ({"v": "c"}, "v"), ({"lam": "x"}, "lam")):
+    rules = {"lam": ("number", {"low": 0}), "n": ("int", {"allow_none": True}), "v": ("choice", ("a", "b")),
+             "w": ("ints", {}), "h": ("ints", {"one": True})}
+    check_args(rules, lam=0.5, n=None, v="a", w=[4, 2], h=3, other=object())  # keys without a rule: unchecked
+    check_args(rules, w=(), h=[1])
+    for bad, key in (({"lam": -1}, "lam"), ({"n": 0}, "n"), ({"v": "c"}, "v"), ({"lam": "x"}, "lam"),
+                     ({"w": 400}, "w"), ({"w": [4, 0]}, "w"), ({"w": "44"}, "w"), ({"h": [True]}, "h")):
         with pytest.raises(ConfigError) as info:
             check_args(rules, **bad)
         assert info.value.key == key
@@ -74,7 +79,8 @@ def test_check_args_applies_each_kind():
 
 def test_static_rules_of_unknown_targets_are_empty():
     assert static_rules("no_such_module.Thing") == {}
-    assert static_rules("clexp.models.MLP") == {}  # no ARGS: its constructor checks later
+    assert static_rules("clexp.models.ResNet18") == {}  # no ARGS: its constructor checks later
+    assert static_rules("clexp.models.MLP") == {"hidden": ("ints", {})}  # a function's `MLP.ARGS = {...}`
     assert static_rules("clexp.data.digits.load_digits") == {}  # a function
 
 
@@ -120,6 +126,12 @@ CASES = [
     (["scenario.boundaries=blurry", "scenario.blur=1"], "scenario.blur"),
     (["method=gpm", "method.threshold=1.01"], "method.threshold"),
     (["method=agem", "method.memory_batch_size=0"], "method.memory_batch_size"),
+    (["model.hidden=400"], "model.hidden"),
+    (["model=cnn", "model.channels=8"], "model.channels"),
+    (["dataset=image_folder"], "dataset.train_root"),
+    (["dataset=arrays"], "dataset.path"),
+    (["trainer.precision=64-true"], "trainer.precision"),
+    (["trainer.precision=64"], "trainer.precision"),
 ]
 
 
@@ -147,3 +159,98 @@ def test_cli_stops_before_importing_torch(tmp_path):
     imported = {ln.split("|")[-1].strip() for ln in out.stderr.splitlines() if ln.startswith("import time:")}
     assert "hydra" in imported
     assert "torch" not in imported and "pytorch_lightning" not in imported
+
+
+# each case: the command line, then words its one line must hold (the key first)
+CLI_CASES = {
+    "mandatory value left out": (["dataset=image_folder"], ["dataset.train_root needs a value",
+                                                            "dataset=image_folder", "dataset.train_root=..."]),
+    "scalar for a list key": (["model.hidden=400"], ["model.hidden=400 is not allowed", "a list of integers",
+                                                     "[400]"]),
+    "group option that does not exist": (["method=ewx"], ["method='ewx'", "did you mean ewc?", "ewc, ewcpp"]),
+    "optimizer that does not exist": (["optimizer=adamw"], ["optimizer='adamw'", "did you mean adam?",
+                                                            "adam, ngd, sgd"]),
+    "float64": (["trainer.precision=64-true"], ["trainer.precision='64-true'", "float32"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_cli_bad_input_is_one_line_before_torch_in_under_2_s(tmp_path, case):
+    """The CLI's whole run: exit 2, one line naming the key (no traceback), torch never imported and
+    under 2 s of CPU time (the process's own; wall time on a shared machine says less)."""
+    import resource
+
+    argv, words = CLI_CASES[case]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "clexp", *argv, f"hydra.run.dir={tmp_path}/run"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    lines = [ln for ln in out.stderr.splitlines() if not ln.startswith("import time:")]
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("clexp: error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    imported = {ln.split("|")[-1].strip() for ln in out.stderr.splitlines() if ln.startswith("import time:")}
+    assert "torch" not in imported and "pytorch_lightning" not in imported
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained (results.json: the failure)
+    assert cpu < 2.0, cpu
+
+
+def test_a_sweeper_preset_without_its_plugin_names_the_extra(tmp_path, clexp_main, monkeypatch):
+    """`experiment=optuna_lam` after a plain `pip install .` (no Optuna plugin): one line naming the
+    extra, in a single run and in a sweep, before anything runs."""
+    from clexp import launchers
+
+    real = launchers._importable
+    monkeypatch.setattr(launchers, "_importable", lambda m: "optuna" not in m and real(m))
+    for argv in (["experiment=optuna_lam"], ["-m", "experiment=optuna_lam", "method=ewc"],
+                 ["-m", "hydra/sweeper=optuna", "method=ewc"]):
+        out = clexp_main([*argv, "hydra.run.dir=run", "hydra.sweep.dir=sweep"], tmp_path)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1, out.stderr
+        assert "hydra/sweeper=optuna" in lines[0] and 'pip install "clexp[sweeps]"' in lines[0]
+        assert ("experiment=optuna_lam" in lines[0]) == ("experiment=optuna_lam" in argv)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_group_options_of_a_config_dir_of_ones_own(tmp_path):
+    """`--config-dir` adds options to a group: they are options, and a typo of theirs is named."""
+    from clexp import conf_source
+    from clexp.overrides import check_command_line
+
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "mine.yaml").write_text("name: mine\n")
+    check_command_line(["-m", f"--config-dir={tmp_path}", "method=mine,ewc"], conf_source.config_dir())
+    with pytest.raises(ConfigError, match="did you mean mine"):
+        check_command_line(["-m", f"--config-dir={tmp_path}", "method=ewc,mime"], conf_source.config_dir())
+
+
+def test_a_float64_model_is_refused_when_built():
+    """A model of one's own in float64: refused before training, naming the model."""
+    from clexp.build import build_model
+    from tests.conftest import compose
+
+    cfg = compose(["model._target_=tests.test_fast_config_errors.double_mlp"])
+    stream = type("S", (), {"input_shape": (4,), "n_outputs": 3, "__len__": lambda self: 2})()
+    with pytest.raises(ConfigError) as info:
+        build_model(cfg, stream)
+    assert info.value.key == "model" and "float64" in str(info.value)
+    cfg = compose(["model.hidden=[8]"])
+    assert build_model(cfg, stream) is not None  # float32: built
+
+
+def double_mlp(input_shape, n_outputs, **kwargs):
+    from clexp.models import MLP
+
+    return MLP(input_shape, n_outputs, **kwargs).double()
+
+
+def test_adding_a_key_that_exists_says_to_set_it():
+    from clexp import conf_source
+    from clexp.overrides import check_command_line
+
+    with pytest.raises(ConfigError, match=r"seed exists already: set it without the '\+' \(seed=\.\.\.\)") as info:
+        check_command_line(["+seed=3"], conf_source.config_dir())
+    assert info.value.key == "seed"

@@ -83,6 +83,42 @@ def test_lazy_run_equals_the_in_memory_run_with_two_workers(tmp_path, folders):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # Fisher buffers included
 
 
+AUGMENT = "dataset.augment=[{name:random_crop,padding:2},hflip,{name:color_jitter,brightness:0.4,contrast:0.4}]"
+
+
+def test_image_folder_has_an_augment_key():
+    from tests.conftest import compose
+
+    assert list(compose(["dataset=image_folder", "dataset.train_root=x"]).dataset.augment) == []
+    assert list(compose(["dataset=core50"]).dataset.augment) == []
+
+
+def test_augmented_streamed_run_equals_the_in_memory_run(tmp_path, folders):
+    """Padding with black and colour jitter take each channel's training range: read from the files
+    when they are streamed, it is the in-memory one, and so are the augmented batches and the results."""
+    from clexp.augment import channel_range
+
+    lazy = load_image_folder(folders / "train", folders / "test", in_memory=False, workers=0)
+    mem = load_image_folder(folders / "train", folders / "test", in_memory=True, workers=0)
+    half = torch.arange(len(lazy.y_train)) % 2 == 0
+    got = channel_range([lazy.x_train[half], lazy.x_train[~half], lazy.x_train[half]])  # a file twice: read once
+    want = channel_range([mem.x_train])
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert torch.equal(want[0], mem.x_train.amin(dim=(0, 2, 3)))
+    assert torch.equal(want[1], mem.x_train.amax(dim=(0, 2, 3)))
+    extra = ["method=ewc", "train.epochs=2", AUGMENT]
+    runs = {mode: run_stream(tmp_path / mode, args(folders, *extra, f"dataset.in_memory={mode}", "dataset.workers=2"),
+                             fast=False) for mode in ("true", "false")}
+    run_stream(tmp_path / "plain", args(folders, "method=ewc", "train.epochs=2", "dataset.in_memory=false"),
+               fast=False)
+    assert runs["true"]["acc_matrix"] == runs["false"]["acc_matrix"]
+    a = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "true"))["module"]
+    b = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "false"))["module"]
+    c = checkpoint.load(checkpoint.last_checkpoint(tmp_path / "plain"))["module"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # and the augmentation did change the training
+
+
 @pytest.mark.parametrize("method", ["fisher", "batch_fisher", "mas", "kfac"])
 def test_importance_read_in_chunks_equals_the_in_memory_one(folders, monkeypatch, method):
     """The experience read through the loader in chunks of 7 (weighted means, reduced once) gives the

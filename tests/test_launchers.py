@@ -49,7 +49,7 @@ def check_sweep_records_every_job_and_resumes(launcher, tmp_path):
         pytest.importorskip("ray")
     env = {"WANDB_API_KEY": "", **(RAY_LOOPBACK if launcher == "ray" else {})}
     out = clexp_cli(["-m", *args, *SWEEP, "logger=wandb"], tmp_path, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # a job failed: non-zero once every job has finished
     sweep = tmp_path / "sweep"
     assert _statuses(sweep) == STATUSES
     rows = list(csv.DictReader(open(sweep / "jobs.csv")))  # written in the launching process
@@ -61,7 +61,7 @@ def check_sweep_records_every_job_and_resumes(launcher, tmp_path):
     completed = {j: (sweep / str(j) / "results.json").read_text() for j in (0, 2)}
 
     again = clexp_cli(["-m", *args, *SWEEP, "logger=wandb"], tmp_path, env=env, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 1, again.stderr[-3000:]  # the failed job failed again
     assert _skipped_lines(sweep, again) == {"0", "2"}  # one line for each skipped job, none for the failed one
     assert {j: (sweep / str(j) / "results.json").read_text() for j in (0, 2)} == completed
     assert [len(_wandb_runs(sweep / str(j))) for j in (0, 2)] == [1, 1]  # no new run for a skipped job

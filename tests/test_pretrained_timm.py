@@ -45,3 +45,32 @@ def test_timm_missing_weights_name_the_repository(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(WeightsError, match="model.safetensors of timm/resnet18.a1_in1k.*hf download"):
         timm_model((3, 32, 32), 5, arch="resnet18", pretrained=True, download=False)
+
+
+def test_timm_weights_offline_fail_at_once_in_one_line(tmp_path, monkeypatch, caplog):
+    """download=true with the hub unreachable (here: a port nothing listens on): one line saying so,
+    without huggingface_hub's retries (each a warning and seconds of backoff)."""
+    import socket
+    import time
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+
+    def never(*args, **kwargs):
+        raise AssertionError("hf_hub_download asked an unreachable hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", never)
+    start = time.perf_counter()
+    with pytest.raises(WeightsError) as info:
+        timm_model((3, 32, 32), 5, arch="resnet18", pretrained=True, download=True)
+    assert time.perf_counter() - start < 10
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and f"127.0.0.1:{port} cannot be reached" in message
+    assert "hf download timm/resnet18.a1_in1k" in message
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub")]

@@ -123,9 +123,13 @@ def read_pickle(path: Path):
 
 def fetch_meta(root: Path, names: list[str], download: bool) -> list[str]:
     """Download the missing official files among `names` (zips unpacked); return why each that is
-    still missing is missing."""
-    failures = []
+    still missing is missing. After a download that fails (offline, the site down) the others are
+    not tried: they come from the same site."""
+    failures: list[str] = []
     for name in names:
+        if download and not (root / name).exists() and any(f.startswith("downloading ") for f in failures):
+            failures.append(f"{name} was not tried (the download before it failed)")
+            continue
         path = root / name
         url, md5 = META[name]
         zipped = name.endswith(".zip")
@@ -286,6 +290,9 @@ def load_core50(
                                 f"{root_dir} ({'; '.join(failures)}). Get them: download "
                                 f"{META[LIST_ARCHIVE[protocol]][0]} into {root_dir} and unzip it there")
             found = from_layout(images, protocol, run)
+            if download and failures:  # say what was asked for, what failed, and what is used instead
+                print(f"{WHAT}: the official batch lists could not be downloaded ({failures[0]}); the {protocol} "
+                      f"experiences are built from the folder layout of {images} instead")
             if run != 0:
                 warnings.warn(f"{WHAT}: no official batch lists in {root_dir}: run {run} of {protocol} is built "
                               f"from the folder layout with an order drawn from the run, not the official one "

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from clexp.argspec import check_args
 from clexp.models.heads import ContinualClassifier
 from clexp.models.mlp import dense_stack
 
@@ -28,6 +29,7 @@ def CNN(
     second experience on (see clexp/models/__init__.py).
 
     Pooling stops once the maps are smaller than 4×4, so 8×8 digits keep 2×2 maps with two blocks."""
+    check_args(CNN.ARGS, channels=channels, hidden=hidden)
     if isinstance(hidden, int):
         hidden = (hidden,)
     if len(input_shape) != 3:
@@ -51,3 +53,6 @@ def CNN(
     dense, width = dense_stack(width, hidden, dropout)
     return ContinualClassifier(nn.Sequential(*layers, *dense), width, n_outputs,
                                n_experiences if multihead else 1, freeze_norm_stats)
+
+
+CNN.ARGS = {"channels": ("ints", {}), "hidden": ("ints", {"one": True})}  # read from source (clexp.argspec)

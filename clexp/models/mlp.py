@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from clexp.argspec import check_args
 from clexp.models.heads import ContinualClassifier
 
 
@@ -21,9 +22,13 @@ def MLP(
 ) -> ContinualClassifier:
     """Flatten → [Linear → ReLU (→ Dropout)] per hidden width → head(s) (one per experience when
     `multihead`). It has no normalisation layer: `freeze_norm_stats` is accepted and changes nothing."""
+    check_args(MLP.ARGS, hidden=hidden)
     layers, width = dense_stack(math.prod(input_shape), hidden, dropout)
     return ContinualClassifier(nn.Sequential(nn.Flatten(), *layers), width, n_outputs,
                                n_experiences if multihead else 1, freeze_norm_stats)
+
+
+MLP.ARGS = {"hidden": ("ints", {})}  # read from source before torch is imported (clexp.argspec)
 
 
 def dense_stack(width: int, hidden: Sequence[int], dropout: float = 0.0) -> tuple[list[nn.Module], int]:

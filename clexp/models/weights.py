@@ -122,6 +122,25 @@ def hf_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be asked (HF_HUB_OFFLINE, or its host does not answer within
+    `timeout` seconds), or None. Asked once, so that an offline machine hears it at once instead of
+    after huggingface_hub's retries with backoff (a minute, and a warning per retry)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"the download failed: {host}:{port} cannot be reached ({_one_line(err, 60)}; no network?)"
+
+
 def cached_hf(repo: str, filenames: list[str], key: str, what: str, download: bool) -> Path:
     """The HF cache's copy of the first of `filenames` in `repo` (`id` or `id@revision`); fetched
     when missing and `download`; else WeightsError."""
@@ -136,14 +155,24 @@ def cached_hf(repo: str, filenames: list[str], key: str, what: str, download: bo
     where = cache / f"models--{repo_id.replace('/', '--')}"
     reason = "model.download=false"
     if download:
+        reason = _hub_unreachable()
+    if download and reason is None:
+        import logging
+
         from huggingface_hub import hf_hub_download
 
         errors = []
-        for name in filenames:
-            try:
-                return Path(hf_hub_download(repo_id, name, revision=revision or None, cache_dir=str(cache)))
-            except Exception as err:  # noqa: BLE001 - offline, missing file, gated repo: try the next name
-                errors.append(_one_line(err, 100))
+        hub_log = logging.getLogger("huggingface_hub")
+        level = hub_log.level
+        hub_log.setLevel(logging.ERROR)  # its retry warnings: the one line below says what failed
+        try:
+            for name in filenames:
+                try:
+                    return Path(hf_hub_download(repo_id, name, revision=revision or None, cache_dir=str(cache)))
+                except Exception as err:  # noqa: BLE001 - offline, missing file, gated repo: try the next name
+                    errors.append(_one_line(err, 100))
+        finally:
+            hub_log.setLevel(level)
         reason = f"the download failed: {errors[0]}"
     raise WeightsError(
         f"{key}: {what} are not in the local cache: looked for {filenames[0]} of {repo_id} under {where} "
