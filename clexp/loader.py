@@ -150,9 +150,9 @@ class StreamingLoader(TensorLoader):
 
     def _dataloader(self):
         if self._loader is None:
-            from clexp.data.images import BatchReader, _Batches, worker_loader
+            from clexp.data.images import Batches, BatchReader, worker_loader
 
-            self._sampler = _Batches()
+            self._sampler = Batches()
             self._loader = worker_loader(BatchReader(self.inputs, self.tensors), self._sampler, self.workers,
                                          self.pin_memory, persistent=True)
         return self._loader

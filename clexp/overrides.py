@@ -43,7 +43,7 @@ def check_method_keys(method: DictConfig) -> None:
                           f"method={method.get('name')} does not use it (its keys: {', '.join(used) or 'none'})")
 
 
-def _split(argv: list[str]) -> tuple[list[str], list[str], bool]:
+def split_command_line(argv: list[str]) -> tuple[list[str], list[str], bool]:
     """(overrides, config dirs, multirun?) of a clexp command line."""
     overrides, dirs, multirun, i = [], [], False, 0
     while i < len(argv):
@@ -103,7 +103,7 @@ def check_group_options(overrides: list[str], dirs: list[str]) -> None:
 def check_command_line(argv: list[str], config_dir: str) -> None:
     """Raise `ConfigError` for a group option that does not exist (run and sweep), or an override of a
     key its group does not have (run mode only)."""
-    overrides, dirs, multirun = _split(argv)
+    overrides, dirs, multirun = split_command_line(argv)
     check_group_options(overrides, [*dirs, config_dir])
     if multirun or not overrides:
         return

@@ -19,7 +19,6 @@ def pyplot():
     return plt
 
 
-_pyplot = pyplot  # the name the geometry experiments import
 
 
 def log10_values(importance: dict[str, torch.Tensor]) -> torch.Tensor:

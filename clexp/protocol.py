@@ -8,7 +8,7 @@ import torch
 from clexp.argspec import check_args
 from clexp.data.base import SourceData
 from clexp.errors import ConfigError
-from clexp.stream import INCREMENTAL, Experience, Scenario, Stream, _select
+from clexp.stream import INCREMENTAL, Experience, Scenario, Stream, select_classes
 
 
 class Protocol(Scenario):
@@ -51,7 +51,7 @@ class Protocol(Scenario):
         exps = []
         for t, (g, cls) in enumerate(zip(groups, classes)):
             if disjoint:
-                xte, yte = _select(data.x_test, data.y_test, cls)
+                xte, yte = select_classes(data.x_test, data.y_test, cls)
             else:
                 xte, yte = data.x_test, data.y_test
             exps.append(Experience(t, cls, data.x_train[g], data.y_train[g], xte, yte, list(cls)))

@@ -248,7 +248,8 @@ def class_order(n_classes: int, order: list[int] | None, shuffle: bool, seed: in
     return list(range(n_classes))
 
 
-def _select(x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def select_classes(x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples of `x`, `y` whose label is one of `classes`, in their order."""
     keep = torch.isin(y, torch.tensor(classes, dtype=y.dtype))
     return x[keep], y[keep]
 
@@ -278,8 +279,8 @@ def build_split(
     exps = []
     for t in range(n_experiences):
         cls = perm[t * k : (t + 1) * k]
-        xtr, ytr = _select(data.x_train, data.y_train, cls)
-        xte, yte = _select(data.x_test, data.y_test, cls)
+        xtr, ytr = select_classes(data.x_train, data.y_train, cls)
+        xte, yte = select_classes(data.x_test, data.y_test, cls)
         if incremental == "domain" or (incremental == "task" and multihead):
             ytr, yte, out = _relabel(ytr, cls), _relabel(yte, cls), list(range(k))
         else:

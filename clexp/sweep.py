@@ -13,9 +13,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from clexp.records import load_yaml
-
 from clexp.errors import ConfigError
+from clexp.records import load_yaml
 
 # jobs that failed in the last sweep of this process (SweepSummary): the command exits non-zero
 FAILED: list[str] = []
@@ -54,11 +53,11 @@ def check_jobs(argv: list[str], config_dir: str) -> None:
     from hydra.errors import HydraException
 
     from clexp.launchers import preset_choice
-    from clexp.overrides import _split, check_command_line
+    from clexp.overrides import check_command_line, split_command_line
     from clexp.presets import apply_preset
     from clexp.validation import validate_light
 
-    overrides, dirs, multirun = _split(argv)
+    overrides, dirs, multirun = split_command_line(argv)
     sweeper = next((a.partition("=")[2] for a in argv if a.lstrip("+").partition("=")[0] in (
         "hydra/sweeper", "override hydra/sweeper")), None) or preset_choice(argv, "hydra/sweeper")
     if not multirun or not overrides or sweeper not in (None, "basic"):

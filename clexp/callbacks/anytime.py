@@ -103,9 +103,9 @@ class AnytimeEvaluation(pl.Callback):
         """`anytime.png`: each experience's accuracy against the stream's step, boundaries dashed."""
         if not self.steps:
             return None
-        from clexp.plots import _pyplot
+        from clexp.plots import pyplot
 
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
         for j in range(self.n):
             pts = [(s, a[j]) for s, a in zip(self.steps, self.acc) if j < len(a)]

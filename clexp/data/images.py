@@ -274,7 +274,7 @@ class BatchReader(torch.utils.data.Dataset):
         return (x, *(e[sel] for e in self.extras))
 
 
-class _Batches(torch.utils.data.Sampler):
+class Batches(torch.utils.data.Sampler):
     """The batches (lists of positions) of one pass; replaced before each pass (persistent workers
     re-read it at every `iter`)."""
 
@@ -315,7 +315,7 @@ def input_batches(x, chunks: Iterable[torch.Tensor],
             xb = x[c.to(x.device)]
             yield xb if device is None else xb.to(device, non_blocking=True)
         return
-    sampler = _Batches()
+    sampler = Batches()
     sampler.batches = [c.tolist() for c in chunks]
     table = x.table
     pin = table.pin_memory and device is not None and torch.device(device).type == "cuda"

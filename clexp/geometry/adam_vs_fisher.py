@@ -10,7 +10,7 @@ import torch
 
 from clexp.curvature import diag_fisher
 from clexp.geometry.first_experience import train_first_experience
-from clexp.plots import _pyplot
+from clexp.plots import pyplot
 
 
 def ranks(v: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ def run(cfg, out: Path) -> dict:
     rho = spearman(v, f)
     keep = (v > 0) & (f > 0)
     idx = torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(0))[:20000]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.scatter(f[keep][idx].numpy(), v[keep][idx].numpy(), s=2, alpha=0.3)
     ax.set_xscale("log")

@@ -10,7 +10,7 @@ import torch
 
 from clexp.curvature import diag_fisher
 from clexp.geometry.first_experience import train_first_experience
-from clexp.plots import _pyplot
+from clexp.plots import pyplot
 
 VARIANTS = ("exact", "sampled", "empirical", "batch")
 
@@ -29,7 +29,7 @@ def run(cfg, out: Path) -> dict:
     positive = [flat[v][flat[v] > 0] for v in VARIANTS]
     lo = min(p.min().log10().item() for p in positive)
     hi = max(p.max().log10().item() for p in positive)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharex=True, sharey=True)
     for ax, v, p in zip(axes, VARIANTS, positive):
         ax.hist(p.log10().numpy(), bins=torch.linspace(lo, hi, 70).numpy())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from clexp.plots import _pyplot
+from clexp.plots import pyplot
 
 
 def problem(n: int = 100, seed: int = 0):
@@ -54,7 +54,7 @@ def run(cfg, out: Path) -> dict:
     starts = [optimum + torch.tensor(d, dtype=torch.float64) for d in ((-2.5, 2.5), (2.5, 2.0), (2.0, -2.5))]
     steps = {"gradient": (0.3, 60), "natural": (0.5, 20), "empirical": (0.5, 20)}
     angles = {m: [] for m in steps}
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
     axes[0].scatter(phi[:, 0].numpy(), y.numpy(), s=8, alpha=0.6)
     xs = torch.linspace(phi[:, 0].min(), phi[:, 0].max(), 2, dtype=torch.float64)

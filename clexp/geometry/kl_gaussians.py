@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from clexp.plots import _pyplot
+from clexp.plots import pyplot
 
 
 def kl_closed_form(mu1: float, s1: float, mu2: float, s2: float) -> float:
@@ -34,7 +34,7 @@ PAIRS = [  # the same step of 1.0 in μ, at different σ
 
 def run(cfg, out: Path) -> dict:
     rows = []
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(PAIRS), figsize=(4 * len(PAIRS), 3.2))
     for ax, ((m1, s1), (m2, s2)) in zip(axes, PAIRS):
         kl = kl_closed_form(m1, s1, m2, s2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from clexp.optim import NGD
-from clexp.plots import _pyplot
+from clexp.plots import pyplot
 
 
 def data(n: int = 200, seed: int = 0, scale: float = 0.2, w: float = 3.0, b: float = 1.0):
@@ -56,7 +56,7 @@ def run(cfg, out: Path) -> dict:
     floor = 0.5 * (design @ best - y).pow(2).mean().item()
     level = floor + 0.01
     runs = {f"{m}_lr{lr}": train(x, y, m, lr, steps) for m in ("sgd", "ngd") for lr in (0.15, 0.5)}
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for name, (losses, path) in runs.items():
         a1.plot(losses, label=name)
