@@ -135,9 +135,9 @@ class ConstraintCallback(pl.Callback):
     _before = None  # the constrained weights before the current step (while one is under way)
 
     def on_fit_start(self, trainer, pl_module):
+        """Register with the module (once: a copy of this callback that a spawned process got is replaced)."""
         constraints = pl_module.gradient_constraints
-        if self not in constraints:
-            constraints.append(self)
+        constraints[:] = [c for c in constraints if type(c) is not type(self)] + [self]
 
     def constrain_gradient(self, pl_module, optimizer) -> None:
         """After the backward, before clipping: project the gradient; keep the weights the step starts from
