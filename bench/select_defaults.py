@@ -75,6 +75,13 @@ GRID = {
     "ewcpp": ("lam", [(v, (("alpha", a),)) for a in (0.9, 0.1) for v in (1e4, 3e4, 1e5, 3e5)]),
     # the paper form's scores are loss changes per unit of KL summed over the intervals (unnormalised)
     "rwalk": ("lam", [1e-4, 3e-4, 1e-3, 3e-3]),
+    # the other families' main knob (README, "Beyond the quadratic penalty"), around the paper's value: GPM's
+    # energy threshold; the memories of OGD (directions), A-GEM and ER (samples); PackNet's pruned share
+    "gpm": ("threshold", [0.5, 0.7, 0.9, 0.97]),
+    "ogd": ("memory_per_experience", [20, 50, 100]),
+    "agem": ("memory_per_experience", [25, 50, 100, 200]),
+    "er": ("buffer_size", [50, 100, 200, 500]),
+    "packnet": ("prune_fraction", [0.5, 0.75, 0.9]),
 }
 QUICK_GRID = {method: (key, [values[0], values[-1]]) for method, (key, values) in GRID.items()}
 
