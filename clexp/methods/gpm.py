@@ -336,7 +336,7 @@ class GradientProjectionMemory(ConstraintCallback):
     ARGS = {"threshold": ("number", {"low": 0, "high": 1, "low_open": True}), "samples": ("int", {})}
     projects_steps = True
 
-    def __init__(self, threshold: float = 0.97, samples: int = 300, seed: int = 0, chunk_size: int = 64):
+    def __init__(self, threshold: float = 0.9, samples: int = 300, seed: int = 0, chunk_size: int = 64):
         check_args(GradientProjectionMemory.ARGS, threshold=threshold, samples=samples)
         self.threshold, self.samples, self.seed, self.chunk_size = float(threshold), int(samples), int(seed), \
             int(chunk_size)
