@@ -307,13 +307,17 @@ class GPMBases(ConstraintState):
         per-element scaling, momentum from before the boundary, weight decay), the old inputs' outputs do not
         move (ΔW̄·[a; 1] = 0 for every a in span(M))."""
         for i, w0, b0 in before:
-            m = self.layers[i][1]
-            dw = (m.weight - w0).view(w0.shape[0], -1)
-            db = None if b0 is None else m.bias - b0
-            self._remove(i, dw, db)
-            m.weight.copy_(w0.add_(dw.view_as(w0)))
-            if db is not None:
-                m.bias.copy_(b0.add_(db))
+            m, M = self.layers[i][1], self.basis(i)
+            w = m.weight.view(m.weight.shape[0], -1)
+            d_w = w.shape[1]
+            c = w0.view_as(w).sub_(w) @ M[:d_w]  # −ΔW̄ M (out × k), from the exact difference
+            if b0 is not None:
+                c.addr_(b0.sub_(m.bias), M[d_w])
+            if i in self._rows:
+                c *= self._rows[i]
+            w.addmm_(c, M[:d_w].T)  # W̄ − ΔW̄ M Mᵀ
+            if b0 is not None:
+                m.bias.add_(c @ M[d_w])
 
     def orthogonality(self) -> list[float]:
         """max |∇W̄ · M| / ‖∇W̄‖ per layer with a basis (the test's check; 0 for the others)."""
