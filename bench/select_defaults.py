@@ -75,6 +75,13 @@ GRID = {
     "ewcpp": ("lam", [(v, (("alpha", a),)) for a in (0.9, 0.1) for v in (1e4, 3e4, 1e5, 3e5)]),
     # the paper form's scores are loss changes per unit of KL summed over the intervals (unnormalised)
     "rwalk": ("lam", [1e-4, 3e-4, 1e-3, 3e-3]),
+    # the other families' main knob (README, "Beyond the quadratic penalty"), around the paper's value: GPM's
+    # energy threshold; the memories of OGD (directions), A-GEM and ER (samples); PackNet's pruned share
+    "gpm": ("threshold", [0.5, 0.7, 0.9, 0.97]),
+    "ogd": ("memory_per_experience", [20, 50, 100]),
+    "agem": ("memory_per_experience", [25, 50, 100, 200]),
+    "er": ("buffer_size", [50, 100, 200, 500]),
+    "packnet": ("prune_fraction", [0.5, 0.75, 0.9]),
 }
 QUICK_GRID = {method: (key, [values[0], values[-1]]) for method, (key, values) in GRID.items()}
 
@@ -254,9 +261,18 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes running the runs (default: one per core; 1: in this process)")
+    parser.add_argument("--test-value", nargs="*", default=None, metavar="METHOD=VALUE",
+                        help="no validation grid: the test tables of these methods at these values of their GRID "
+                             "key (a default kept where no value is admissible)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    fixed = {}
+    for item in args.test_value or []:
+        method, _, value = item.partition("=")
+        if method not in GRID or not value:
+            parser.error(f"--test-value {item}: METHOD=VALUE with METHOD one of {', '.join(sorted(GRID))}")
+        fixed[method] = (GRID[method][0], float(value))
     _quiet_worker()
     grid = QUICK_GRID if args.quick else GRID
     grid = {m: grid[m] for m in (args.only or grid)}
@@ -269,6 +285,8 @@ def main(argv=None) -> int:
 
     with contextlib.ExitStack() as stack:
         out = Path(args.out) if args.out else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        if fixed:
+            return test_only(out, fixed, test_seeds, setups, args.workers, progress)
         progress("validation grid")
         grid_lines, chosen = validation_grid(out, grid, val_seeds, setups, args.workers, progress)
         described = "; ".join(f"{name}: {' '.join(o) or 'conf/config.yaml'}" for name, o in setups.items())
@@ -276,12 +294,22 @@ def main(argv=None) -> int:
               f"{', '.join(map(str, val_seeds))}; {described})\n")
         print("\n".join(grid_lines), flush=True)
         progress("test tables")
-        tables = test_tables(out, chosen, test_seeds, setups, args.workers, progress)
-        for name, setup in setups.items():
-            print(f"\n## Test, {name} ({' '.join(setup) or 'conf/config.yaml'}; seeds "
-                  f"{', '.join(map(str, test_seeds))}; mean ± std)\n")
-            print("\n".join(tables[name]))
+        print_tests(test_tables(out, chosen, test_seeds, setups, args.workers, progress), test_seeds, setups)
     print(f"\n{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+def print_tests(tables: dict, seeds: tuple[int, ...], setups: dict) -> None:
+    for name, setup in setups.items():
+        print(f"\n## Test, {name} ({' '.join(setup) or 'conf/config.yaml'}; seeds "
+              f"{', '.join(map(str, seeds))}; mean ± std)\n")
+        print("\n".join(tables[name]))
+
+
+def test_only(out: Path, fixed: dict, seeds: tuple[int, ...], setups: dict, workers: int, progress) -> int:
+    """`--test-value`: the test tables of the given values, no validation grid."""
+    progress("test tables")
+    print_tests(test_tables(out, fixed, seeds, setups, workers, progress), seeds, setups)
     return 0
 
 

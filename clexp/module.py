@@ -63,7 +63,8 @@ class ContinualModule(pl.LightningModule):
 
     The training step is written out (Lightning's manual optimization): zero the gradients,
     backward of the task loss (callbacks' `on_after_backward` see its gradient alone), the
-    penalty's analytic gradient, clipping (`gradient_clip_val`, by norm), the optimizer step.
+    penalty's analytic gradient, the gradient constraints' projection (`gradient_constraints`),
+    clipping (`gradient_clip_val`, by norm), the optimizer step, the constraints' projection of the step.
     `manual_backward` and Lightning's optimizer wrapper keep DDP's gradient all-reduce and mixed
     precision's loss scaling; the closure machinery of automatic optimization, which costs about a
     tenth of a small model's step, is skipped.
@@ -116,6 +117,10 @@ class ContinualModule(pl.LightningModule):
         self.batch_sources: list = []
         # `train.lr_decay` (Stable SGD): experience i trains at lr·decay^i (set by the runner; 1 = no decay)
         self.lr_decay = 1.0
+        # the gradient-constraint methods' callbacks (gpm, ogd, agem; each registers itself at its fit's start):
+        # `constrain_gradient(module, optimizer)` after the backward and before clipping, `constrain_step(module)`
+        # after the optimizer's step (clexp/methods/projection.py)
+        self.gradient_constraints: list = []
         # a constraint that must hold after every optimizer step (PackNet: frozen weights put back)
         self._after_step = getattr(regularizer, "after_optimizer_step", None)
         # a method that evaluates each experience with its own view of the model (PackNet's per-experience masks)
@@ -181,9 +186,14 @@ class ContinualModule(pl.LightningModule):
         total = loss if penalty is None or reg.analytic_gradient else loss + penalty
         optimizer.zero_grad()
         self.manual_backward(total)
+        constraints = self.gradient_constraints
+        for constraint in constraints:  # projected before clipping: the clipped norm is the projected gradient's
+            constraint.constrain_gradient(self, optimizer)
         if self.gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         optimizer.step()
+        for constraint in constraints:  # the step's own change of the protected weights projected (GPM, OGD)
+            constraint.constrain_step(self)
         if self._after_step is not None:
             self._after_step(self.model)
         return total.detach()

@@ -226,6 +226,27 @@ def test_gpm_update_is_orthogonal_with_inputs_projected_in_the_backward(tmp_path
     assert not any("forward" in m.__dict__ for _, m in r.module.regularizer.layers)  # removed at the end
 
 
+def test_gpm_clips_the_projected_gradient_whichever_path_projects_it(tmp_path, monkeypatch):
+    """Batch 8 < the hidden layer's 40 outputs: projected in its backward; the same run with the input-side form
+    switched off projects every layer on `.grad`. Both are clipped after the projection (the clipped norm is the
+    projected gradient's), so the two runs train the same weights; the clip binds (an unclipped run differs)."""
+    over = ["method=gpm", "method.threshold=0.9", "model.hidden=[40]", "train.batch_size=8", "optimizer=sgd",
+            "optimizer.lr=0.5", "scenario.incremental=class"]
+
+    def weights(folder, clip, input_side=True):
+        with monkeypatch.context() as patch:
+            if not input_side:
+                patch.setattr(gpm.GPMBases, "install", lambda self: None)
+            r = runner(tmp_path / folder, [*over, f"trainer.gradient_clip_val={clip}"])
+            r.run()
+        return {k: v.clone() for k, v in r.model.state_dict().items()}
+
+    inside, on_grad, unclipped = weights("inside", 0.01), weights("grad", 0.01, False), weights("free", 1e9)
+    for k in inside:
+        torch.testing.assert_close(inside[k], on_grad[k], rtol=0, atol=1e-6)
+    assert max(float((inside[k] - unclipped[k]).abs().max()) for k in inside) > 1e-3
+
+
 def test_gpm_wide_basis_uses_the_projector_with_the_same_result():
     torch.manual_seed(1)
     lin = nn.Linear(6, 3)
@@ -367,3 +388,65 @@ def test_stopped_run_resumes_to_identical_results(tmp_path, method):
     assert a.keys() == b.keys()
     for k in a:  # weights and the method's memory, bit for bit
         assert torch.equal(a[k], b[k]), k
+
+
+# ------------------------------------------------------------------------------ the step, under every optimizer
+
+
+class StepCheck(pl.Callback):
+    """The change of the constrained weights over each optimizer step (on_before_optimizer_step: the weights
+    before it; on_train_batch_end: after it, the constraint's step projection done), against the protected
+    subspace: GPM ‖ΔW̄ M‖ / ‖ΔW̄‖ per layer with a basis, OGD ‖S Δθ‖ / ‖Δθ‖ — in float64."""
+
+    def __init__(self):
+        self.worst, self.checked, self.before = 0.0, 0, None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        reg = pl_module.regularizer
+        if isinstance(reg, gpm.GPMBases):
+            self.before = [torch.cat([m.weight.detach().view(m.weight.shape[0], -1), m.bias.detach()[:, None]], 1)
+                           .double() for _, m in reg.layers]
+        else:
+            self.before = torch.cat([p.detach().reshape(-1) for p in reg.params]).double()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        reg = pl_module.regularizer
+        if isinstance(reg, gpm.GPMBases):
+            for i, (_, m) in enumerate(reg.layers):
+                M = reg.basis(i).double()
+                if not M.shape[1]:
+                    continue
+                after = torch.cat([m.weight.detach().view(m.weight.shape[0], -1), m.bias.detach()[:, None]], 1)
+                delta = after.double() - self.before[i]
+                self.worst = max(self.worst, float((delta @ M).norm() / delta.norm()))
+                self.checked += 1
+        elif reg._k:
+            delta = torch.cat([p.detach().reshape(-1) for p in reg.params]).double() - self.before
+            self.worst = max(self.worst, float((reg.directions.double() @ delta).norm() / delta.norm()))
+            self.checked += 1
+
+
+OPTIMIZERS = {  # the optimizer's state carried over the boundaries (train.reset_optimizer=false)
+    "sgd-momentum": ["optimizer=sgd", "optimizer.momentum=0.9"],
+    "sgd-nesterov-decay": ["optimizer=sgd", "optimizer.momentum=0.9", "+optimizer.nesterov=true",
+                           "optimizer.weight_decay=0.01"],
+    "sgd-decay": ["optimizer=sgd", "optimizer.weight_decay=0.01"],
+    "adam": ["optimizer=adam"],
+    "adam-decay": ["optimizer=adam", "optimizer.weight_decay=0.01"],
+    "adamw": ["optimizer=adam", "optimizer._target_=torch.optim.AdamW", "optimizer.weight_decay=0.1"],
+    "rmsprop": ["optimizer=adam", "optimizer._target_=torch.optim.RMSprop", "~optimizer.betas",
+                "+optimizer.momentum=0.9", "optimizer.weight_decay=0.01"],
+}
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("method", [["method=gpm", "method.threshold=0.9"],
+                                    ["method=ogd", "method.memory_per_experience=5"]], ids=["gpm", "ogd"])
+def test_the_step_of_every_optimizer_leaves_the_protected_subspace_alone(tmp_path, method, optimizer):
+    """Adam's per-element scaling, momentum from before the boundary, coupled and decoupled weight decay: the
+    weight change of every step has no component in the protected subspace (float32 rounding)."""
+    check = StepCheck()
+    runner(tmp_path, [*method, *OPTIMIZERS[optimizer], "optimizer.lr=0.01", "train.reset_optimizer=false",
+                      "scenario.incremental=class"], [check]).run()
+    assert check.checked >= 2 * 6, check.checked  # every step of experiences 1 and 2 (GPM: per layer)
+    assert check.worst <= 1e-5, check.worst

@@ -21,3 +21,33 @@ def test_gpm_threshold_is_selected_on_validation_not_test(monkeypatch, tmp_path)
     assert chosen == {name: 0.9 for name in constraints_table.SETTINGS}
     assert all("train.val_fraction=0.1" in o for o in seen) and len(seen) == 3 * 2 * len(constraints_table.SETTINGS)
     assert any("| task-IL |" in line and line.endswith("| 0.9 |") for line in lines)
+
+
+def test_optimizer_table_runs_each_method_under_adam_and_sgd_on_the_same_stream(monkeypatch, capsys):
+    """bench/constraints_optimizers.py: every cell of a method is the same stream and seeds under each
+    optimizer (only the optimizer's overrides differ), gpm at the given threshold; one row per method and
+    optimizer, one column per scenario."""
+    from bench import constraints_optimizers as co
+
+    seen = []
+
+    def fake_run(overrides, folder: Path):
+        seen.append(overrides)
+        return {"metrics": {"avg_acc": 0.5, "forgetting": 0.25}}
+
+    monkeypatch.setattr(co, "run", fake_run)
+    assert co.main(["--seeds", "0", "1", "--methods", "naive", "gpm", "--gpm-threshold", "0.8"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0] == "| method | optimizer | task-IL | domain-IL | class-IL |"
+    assert [r.split(" | ")[:2] for r in rows[1:]] == [["| naive", "adam"], ["| naive", "sgd"], ["| gpm", "adam"],
+                                                       ["| gpm", "sgd"]]
+    assert "0.500 [0.500, 0.500] (0.250)" in rows[1]
+    assert len(seen) == 2 * 2 * 3 * 2  # methods × optimizers × scenarios × seeds
+    for overrides in seen:
+        assert "train.reset_optimizer=true" in overrides and "scenario.outputs=all" in overrides
+        assert ("method.threshold=0.8" in overrides) == ("method=gpm" in overrides)
+    by_optimizer = {}
+    for overrides in seen:
+        rest = tuple(o for o in overrides if not o.startswith("optimizer") and not o.startswith("hydra"))
+        by_optimizer.setdefault(rest, set()).add(next(o for o in overrides if o.startswith("optimizer=")))
+    assert all(v == {"optimizer=adam", "optimizer=sgd"} for v in by_optimizer.values())

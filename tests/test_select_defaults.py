@@ -40,3 +40,11 @@ def test_select_defaults_quick_prints_the_grid_and_the_test_table(capsys):
     for method, row in zip(methods, test[2:]):  # the test row runs the strength the grid chose
         (chosen,) = [r for r in grid if r[0] == method and r[-1] == "**chosen**"]
         assert row[1] == chosen[1]
+
+
+def test_select_defaults_refuses_a_test_value_of_a_method_it_has_no_grid_for(capsys):
+    from bench.select_defaults import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--test-value", "nope=1"])
+    assert info.value.code == 2 and "--test-value nope=1" in capsys.readouterr().err

@@ -73,7 +73,7 @@ class AGEM(ConstraintCallback):
 
     ARGS = {"memory_per_experience": ("int", {}), "memory_batch_size": ("int", {})}
 
-    def __init__(self, memory_per_experience: int = 100, memory_batch_size: int = 32, seed: int = 0):
+    def __init__(self, memory_per_experience: int = 25, memory_batch_size: int = 32, seed: int = 0):
         check_args(AGEM.ARGS, memory_per_experience=memory_per_experience, memory_batch_size=memory_batch_size)
         self.memory_per_experience, self.memory_batch_size = int(memory_per_experience), int(memory_batch_size)
         self.seed = int(seed)

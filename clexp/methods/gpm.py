@@ -8,7 +8,10 @@ the weights — for an old input a, ΔW·a + Δb = [ΔW, Δb]·[a; 1]). M_l: an 
 - first consolidation: the smallest k with Σ_{i≤k} σ_i² ≥ ε_th·‖R‖²_F (σ the singular values of R);
 - later ones: R̂ = R − M Mᵀ R; the smallest k ≥ 0 with ‖M Mᵀ R‖²_F + Σ_{i≤k} σ̂_i² ≥ ε_th·‖R‖²_F (σ̂ those of
   R̂, the paper's Eq. 9), the k first left singular vectors of R̂ appended to M (at most d_l columns);
-- every later step: ∇W̄ ← ∇W̄ − ∇W̄·M·Mᵀ, W̄ = [W, b] of shape [out, d_l] (Conv2d: W viewed out × C·kh·kw).
+- every later step: ∇W̄ ← ∇W̄ − ∇W̄·M·Mᵀ, W̄ = [W, b] of shape [out, d_l] (Conv2d: W viewed out × C·kh·kw),
+  before the gradient clipping; and after the optimizer's step, its change ΔW̄ ← ΔW̄ − ΔW̄·M·Mᵀ (any optimizer
+  but plain SGD, whose step −lr·∇W̄ is projected already: clexp/methods/projection.py) — the paper's
+  guarantee, ΔW̄·[a; 1] = 0 for the old inputs a, holds for the step the optimizer takes.
 
 Where the projection happens. ∇W̄ = δᵀĀ (δ: the output gradients, N × out; Ā: the N inputs, N × d, with the
 1 appended), so ∇W̄(I − MMᵀ) = δᵀ(Ā − ĀMMᵀ): the inputs can be projected instead of the gradient. That costs
@@ -260,34 +263,61 @@ class GPMBases(ConstraintState):
         done = self._input_side - self._plain
         self._input_side, self._plain = set(), set()
         for i, (_, m) in enumerate(self.layers):
-            k = self._ranks[i]
-            if k == 0 or m.weight.grad is None or i in done:
+            if self._ranks[i] == 0 or m.weight.grad is None or i in done:
                 continue
-            M = self.basis(i)
             g = m.weight.grad.view(m.weight.shape[0], -1)
             b = m.bias.grad if m.bias is not None else None
             if b is None and m.bias is not None:
                 b = m.bias.grad = torch.zeros_like(m.bias)
-            d_w = g.shape[1]
-            if 2 * k > M.shape[0]:  # a wide basis: one product with the d × d projector is cheaper than two
-                P = self.projector(i)
-                full = g if b is None else torch.cat([g, b[:, None]], dim=1)
-                change = full @ P
-                if i in self._rows:
-                    change *= self._rows[i]
-                full = full - change
-                g.copy_(full[:, :d_w])
-                if b is not None:
-                    b.copy_(full[:, d_w])
-            else:
-                c = g @ M[:d_w]  # out × k: the coordinates of ∇W̄ in the basis
-                if b is not None:
-                    c.addr_(b, M[d_w])
-                if i in self._rows:
-                    c *= self._rows[i]
-                g.addmm_(c, M[:d_w].T, alpha=-1)
-                if b is not None:
-                    b.sub_(c @ M[d_w])
+            self._remove(i, g, b)
+
+    def _remove(self, i: int, g: torch.Tensor, b: torch.Tensor | None) -> None:
+        """[g, b] ← [g, b] − [g, b] M Mᵀ in place, on the rows layer i projects (`g`: out × d_w, `b`: out or None)."""
+        M = self.basis(i)
+        d_w = g.shape[1]
+        if 2 * self._ranks[i] > M.shape[0]:  # a wide basis: one product with the d × d projector is cheaper than two
+            P = self.projector(i)
+            full = g if b is None else torch.cat([g, b[:, None]], dim=1)
+            change = full @ P
+            if i in self._rows:
+                change *= self._rows[i]
+            full = full - change
+            g.copy_(full[:, :d_w])
+            if b is not None:
+                b.copy_(full[:, d_w])
+        else:
+            c = g @ M[:d_w]  # out × k: the coordinates of [g, b] in the basis
+            if b is not None:
+                c.addr_(b, M[d_w])
+            if i in self._rows:
+                c *= self._rows[i]
+            g.addmm_(c, M[:d_w].T, alpha=-1)
+            if b is not None:
+                b.sub_(c @ M[d_w])
+
+    @torch.no_grad()
+    def step_start(self) -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        """(layer, W, b) copies of every layer with a basis, before the optimizer's step (`project_step`)."""
+        return [(i, m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
+                for i, (_, m) in enumerate(self.layers) if self._ranks[i]]
+
+    @torch.no_grad()
+    def project_step(self, before) -> None:
+        """W̄ ← W̄_before + ΔW̄ − ΔW̄ M Mᵀ, ΔW̄ the optimizer's change of [W, b]: whatever the optimizer did (Adam's
+        per-element scaling, momentum from before the boundary, weight decay), the old inputs' outputs do not
+        move (ΔW̄·[a; 1] = 0 for every a in span(M))."""
+        for i, w0, b0 in before:
+            m, M = self.layers[i][1], self.basis(i)
+            w = m.weight.view(m.weight.shape[0], -1)
+            d_w = w.shape[1]
+            c = w0.view_as(w).sub_(w) @ M[:d_w]  # −ΔW̄ M (out × k), from the exact difference
+            if b0 is not None:
+                c.addr_(b0.sub_(m.bias), M[d_w])
+            if i in self._rows:
+                c *= self._rows[i]
+            w.addmm_(c, M[:d_w].T)  # W̄ − ΔW̄ M Mᵀ
+            if b0 is not None:
+                m.bias.add_(c @ M[d_w])
 
     def orthogonality(self) -> list[float]:
         """max |∇W̄ · M| / ‖∇W̄‖ per layer with a basis (the test's check; 0 for the others)."""
@@ -308,8 +338,9 @@ class GradientProjectionMemory(ConstraintCallback):
     bases (energy `threshold`); before every step, the gradient is projected out of them."""
 
     ARGS = {"threshold": ("number", {"low": 0, "high": 1, "low_open": True}), "samples": ("int", {})}
+    projects_steps = True
 
-    def __init__(self, threshold: float = 0.97, samples: int = 300, seed: int = 0, chunk_size: int = 64):
+    def __init__(self, threshold: float = 0.9, samples: int = 300, seed: int = 0, chunk_size: int = 64):
         check_args(GradientProjectionMemory.ARGS, threshold=threshold, samples=samples)
         self.threshold, self.samples, self.seed, self.chunk_size = float(threshold), int(samples), int(seed), \
             int(chunk_size)

@@ -5,7 +5,9 @@ v = ∇_θ f_y(x; θ), the gradient of the ground-truth logit (the raw logit of 
 head in a multi-head model; eval mode), at the parameters the experience ended with. Each v is
 orthonormalised against the stored directions and the ones before it (Gram-Schmidt, each vector twice,
 "twice is enough"; a vector whose residual is below 1e-6 of its norm is in the span already and is dropped)
-and appended to S. Every later step: g ← g − Σ_{u∈S} (g·u) u, the update orthogonal to span(S).
+and appended to S. Every later step: g ← g − Σ_{u∈S} (g·u) u before the gradient clipping, and after the
+optimizer's step its change Δθ ← Δθ − Σ_{u∈S} (Δθ·u) u (any optimizer but plain SGD, whose step is −lr·g:
+clexp/methods/projection.py): the update orthogonal to span(S) whatever the optimizer does.
 
 θ: the parameters `projection.constrained_parameters` lists (all trainable ones but a multi-head model's
 heads). What is stored: the orthonormal directions u (float32, P values each, P the number of those
@@ -26,9 +28,11 @@ from clexp.methods.projection import (
     constrained_parameters,
     eval_mode,
     flat_grads,
+    flat_values,
     sample_experience,
     tensor_bytes,
     write_grads,
+    write_values,
 )
 
 DROP_TOL = 1e-6
@@ -98,12 +102,29 @@ class GradientDirections(ConstraintState):
         g -= (S @ g) @ S
         write_grads(self.params, g)
 
+    @torch.no_grad()
+    def step_start(self) -> torch.Tensor | None:
+        """θ before the optimizer's step (flat), or None while no direction is stored."""
+        return flat_values(self.params) if self._k else None
+
+    @torch.no_grad()
+    def project_step(self, before: torch.Tensor | None) -> None:
+        """θ ← θ_before + Δθ − Σ_u (Δθ·u) u, Δθ the optimizer's change: the step orthogonal to span(S) whatever
+        the optimizer did with the projected gradient (Adam's scaling, carried momentum, weight decay)."""
+        if before is None:
+            return
+        S = self.directions
+        delta = flat_values(self.params) - before
+        delta -= (S @ delta) @ S
+        write_values(self.params, before.add_(delta))
+
 
 class OrthogonalGradientDescent(ConstraintCallback):
     """At every experience's end, the ground-truth logit's gradients on `memory_per_experience` of its samples
     join the orthonormal directions; before every step, the gradient is projected orthogonal to them."""
 
     ARGS = {"memory_per_experience": ("int", {})}
+    projects_steps = True
 
     def __init__(self, memory_per_experience: int = 100, seed: int = 0):
         check_args(OrthogonalGradientDescent.ARGS, memory_per_experience=memory_per_experience)

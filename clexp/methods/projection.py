@@ -5,11 +5,25 @@ the method changes the step's gradient right before the optimizer uses it.
   directions, stored samples) in buffers whose size grows with the stream: saved in `state_dict`s and
   stream checkpoints, moved with the module, and resized to the saved shapes when a checkpoint is loaded.
   It adds nothing to the loss (`analytic_gradient` with an empty gradient, no value to log).
-- `ConstraintCallback`: the Lightning callback that projects the gradient in `on_before_optimizer_step`
-  (after the backward, the DDP all-reduce, mixed precision's unscaling and `ContinualModule`'s gradient
-  clipping: every projection here is a contraction, so a clipped norm stays clipped) and consolidates at
-  each experience's end (`on_train_end`). These methods consolidate at experience boundaries only: a
-  task-free stream is refused (`supports_task_free = False`, clexp/validation.py).
+- `ConstraintCallback`: the Lightning callback that consolidates at each experience's end (`on_train_end`)
+  and, through `ContinualModule.gradient_constraints` (it registers itself at every fit's start), constrains
+  every training step in two places:
+  1. `constrain_gradient`: right after the backward (and the DDP all-reduce), before `ContinualModule`'s
+     gradient clipping, the gradient is projected — on every path alike, so the clipped norm is the norm of
+     the projected gradient, whatever the batch size (GPM's input-side path projects inside the backward,
+     i.e. before the clipping too). Under mixed precision the gradients are still scaled there: every
+     projection is homogeneous of degree one in the gradient, so projecting before or after the unscaling
+     is the same.
+  2. `constrain_step` (GPM and OGD, `projects_steps = True`): right after `optimizer.step()`, the change the
+     optimizer made to the constrained weights is projected as the gradient was (Δθ ← Δθ − Δθ's component
+     in the protected subspace; Adam-NSCL, Wang et al. 2021, does so for the null space). A projected
+     gradient stays protected only under plain SGD (Δθ = −lr·g̃): Adam and RMSprop rescale it element by
+     element, momentum carries gradients of before the last boundary (`train.reset_optimizer=false`),
+     weight decay (coupled or decoupled) shrinks the weights in every direction. Projecting Δθ makes every
+     step of every optimizer keep the old experiences' protected outputs, whatever its state. Plain SGD
+     (`torch.optim.SGD`, momentum 0 and weight decay 0 in every group) needs it not and skips it.
+  These methods consolidate at experience boundaries only: a task-free stream is refused
+  (`supports_task_free = False`, clexp/validation.py).
 - `constrained_parameters`: the parameters the constraint covers: every trainable parameter except the
   heads of a multi-head model (task-specific: a step of experience t touches head t alone, and no input of
   another experience ever reaches it).
@@ -97,18 +111,46 @@ class eval_mode:
             m.training = mode
 
 
+def plain_sgd(optimizer) -> bool:
+    """True when the optimizer's step is −lr·g exactly (`torch.optim.SGD` without momentum and weight decay in
+    every group): a projected gradient then gives a projected step, and the step needs no projection."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper → the torch optimizer
+    return type(optimizer) is torch.optim.SGD and all(
+        not g.get("momentum", 0) and not g.get("weight_decay", 0) for g in optimizer.param_groups)
+
+
 class ConstraintCallback(pl.Callback):
-    """Projects the gradient before every optimizer step and consolidates at every experience's end.
+    """Projects the gradient (after the backward, before clipping) and, where `projects_steps`, the step's
+    change of the constrained weights (after `optimizer.step()`); consolidates at every experience's end.
 
     Subclasses write `project(trainer, pl_module)` and `consolidate(trainer, pl_module)`; `report(pl_module)`
-    is what results.json records under `method_state` (clexp/runner.py)."""
+    is what results.json records under `method_state` (clexp/runner.py). With `projects_steps`, the
+    regularizer writes `step_start() -> the constrained weights before the step` and
+    `project_step(before)`."""
 
     needs_boundaries = True
     consolidate_every = None
     supports_task_free = False  # consolidation needs experience boundaries: refused in a task-free stream
+    projects_steps = False  # GPM, OGD: the weight change itself must stay out of the protected subspace
+    _before = None  # the constrained weights before the current step (while one is under way)
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.project(trainer, pl_module)
+    def on_fit_start(self, trainer, pl_module):
+        """Register with the module (once: a copy of this callback that a spawned process got is replaced)."""
+        constraints = pl_module.gradient_constraints
+        constraints[:] = [c for c in constraints if type(c) is not type(self)] + [self]
+
+    def constrain_gradient(self, pl_module, optimizer) -> None:
+        """After the backward, before clipping: project the gradient; keep the weights the step starts from
+        when the optimizer's step may leave the protected subspace (`plain_sgd`)."""
+        self.project(pl_module._trainer, pl_module)
+        if self.projects_steps and not plain_sgd(optimizer):
+            self._before = pl_module.regularizer.step_start()
+
+    def constrain_step(self, pl_module) -> None:
+        """After `optimizer.step()`: the change of the constrained weights projected as the gradient was."""
+        before, self._before = self._before, None
+        if before is not None:
+            pl_module.regularizer.project_step(before)
 
     def on_train_end(self, trainer, pl_module):
         self.consolidate(trainer, pl_module)
@@ -142,6 +184,21 @@ def write_grads(params: list[nn.Parameter], flat: torch.Tensor) -> None:
         n = p.numel()
         p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
         offset += n
+
+
+def flat_values(params: list[nn.Parameter]) -> torch.Tensor:
+    """The parameters' values as one vector (a copy)."""
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def write_values(params: list[nn.Parameter], flat: torch.Tensor) -> None:
+    """Copy one vector back into the parameters' values, in place (the inverse of `flat_values`)."""
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(flat[offset:offset + n].view_as(p))
+            offset += n
 
 
 def tensor_bytes(*tensors: torch.Tensor) -> int:

@@ -3,7 +3,7 @@
 Use it from the command line with this folder on PYTHONPATH and its conf/ as an extra config folder:
 
     PYTHONPATH=examples/extension clexp --config-dir examples/extension/conf \
-        model=tiny_mlp method=drift dataset=blobs
+        model=tiny_mlp method=drift dataset=blobs train.epochs=20 optimizer.lr=0.01 method.lam=0,10 -m
 """
 
 from __future__ import annotations
