@@ -1,0 +1,67 @@
+"""What a run says, and where it goes: the console and the run folder's `train.log`.
+
+`train.log` (Hydra's file handler, conf/hydra/job_logging/clexp.yaml) holds the run's story with times:
+its start, each experience's accuracy row, every warning (Python warnings included: `capture_warnings`),
+the failure line and the final table. The console shows the same lines without the time stamps, each on a
+line of its own even while a progress bar is drawn (`ConsoleHandler`). Outside the CLI (a notebook,
+`clexp.run`), where no handler is configured, `say` prints instead.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("clexp")
+
+FILE_ONLY = {"file_only": True}  # `extra=` of a record for train.log only (the console already has it)
+
+
+def say(message: str, *args) -> None:
+    """One line of the run's story: logged (console and train.log) under the CLI, printed where logging would
+    not show it (a notebook, a script without logging set up)."""
+    if log.hasHandlers() and log.isEnabledFor(logging.INFO):
+        log.info(message, *args)
+    else:
+        print(message % args if args else message, flush=True)
+
+
+def capture_warnings() -> None:
+    """Python warnings go through logging (the console and train.log), not straight to stderr, each as
+    one line: `UserWarning: message (file.py:12)`."""
+    import warnings
+
+    warnings.formatwarning = _one_line
+    logging.captureWarnings(True)
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message} ({filename}:{lineno})"
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """Hydra's console handler, but each record written with `tqdm.write` — on a line of its own above a
+    live progress bar instead of after the bar's text — and records marked `file_only` left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False) and super().filter(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # logging's own contract: a failing handler reports, never raises
+            self.handleError(record)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Information as the bare message; warnings and errors with their level and source:
+    `WARNING [clexp] experience 1: ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno < logging.WARNING:
+            return message
+        source = "warnings" if record.name == "py.warnings" else record.name
+        return f"{record.levelname} [{source}] {message}"
