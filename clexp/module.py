@@ -214,8 +214,7 @@ class ContinualModule(pl.LightningModule):
         message = instability(self.regularizer.max_curvature(), self.trainer.optimizers[0],
                               "the strength (method.lam / method.c)", float(strength))
         if message:
-            # numbered as the progress and the accuracy rows are (1-based, of how many)
-            log.warning("experience %d/%s: %s", int(self.experience) + 1, getattr(self, "n_experiences", "?"), message)
+            log.warning("experience %d: %s", int(self.experience), message)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._freeze_norms()  # again at every step: a callback may have put the whole model back in train mode

@@ -299,14 +299,14 @@ def describe_model(model: torch.nn.Module) -> None:
 
 
 def accuracy_row(i: int, n: int, accuracy: AccuracyMatrix) -> str:
-    """Experience i's row of the accuracy matrix as one line (%), with the average over the experiences
-    seen so far (and the same on the validation splits)."""
+    """Row i of the accuracy matrix as one line (%; numbered as the final table, `after 0` the first), with
+    the mean over the experiences seen so far, and the same on the validation splits."""
     def line(row: list[float]) -> str:
-        return f"{' '.join(f'{100 * a:.1f}' for a in row)} (seen: {100 * sum(row[:i + 1]) / (i + 1):.1f})"
+        return f"{' '.join(f'{100 * a:.1f}' for a in row)} (seen {100 * sum(row[:i + 1]) / (i + 1):.1f})"
 
-    text = f"experience {i + 1}/{n}: test accuracy % {line(accuracy.rows[i])}"
+    text = f"after {i} ({i + 1}/{n} experiences): test % {line(accuracy.rows[i])}"
     if accuracy.val_rows:
-        text += f"; validation {line(accuracy.val_rows[i])}"
+        text += f"; validation % {line(accuracy.val_rows[i])}"
     return text
 
 
