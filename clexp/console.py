@@ -26,16 +26,16 @@ def say(message: str, *args) -> None:
 
 
 def capture_warnings() -> None:
-    """Python warnings go through logging (the console and train.log), not straight to stderr, each as
-    one line: `UserWarning: message (file.py:12)`."""
+    """Python warnings go through logging (logger `py.warnings`: the console and train.log), not straight
+    to stderr, each as one line: `UserWarning: message (file.py:12)`. (Like `logging.captureWarnings`, but
+    one line, and again after anything restored `warnings.showwarning`.)"""
     import warnings
 
-    warnings.formatwarning = _one_line
-    logging.captureWarnings(True)
+    warnings.showwarning = _log_warning
 
 
-def _one_line(message, category, filename, lineno, line=None) -> str:
-    return f"{category.__name__}: {message} ({filename}:{lineno})"
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    logging.getLogger("py.warnings").warning("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
 
 
 class ConsoleHandler(logging.StreamHandler):

@@ -120,15 +120,10 @@ def test_python_warnings_are_logged_as_one_line(caplog):
 
     from clexp.console import capture_warnings
 
-    saved = warnings.formatwarning
-    try:
-        capture_warnings()
-        with caplog.at_level(logging.WARNING, logger="py.warnings"), warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.warn("a data set has fewer classes than asked", UserWarning, stacklevel=1)
-    finally:
-        logging.captureWarnings(False)
-        warnings.formatwarning = saved
+    with caplog.at_level(logging.WARNING, logger="py.warnings"), warnings.catch_warnings():
+        capture_warnings()  # undone when catch_warnings restores warnings.showwarning
+        warnings.simplefilter("always")
+        warnings.warn("a data set has fewer classes than asked", UserWarning, stacklevel=1)
     [record] = [r for r in caplog.records if r.name == "py.warnings"]
     assert record.getMessage().startswith("UserWarning: a data set has fewer classes than asked (")
     assert "\n" not in record.getMessage()

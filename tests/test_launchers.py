@@ -61,8 +61,8 @@ def check_sweep_records_every_job_and_resumes(launcher, tmp_path):
     assert [len(r) for r in runs] == [1, 1, 1], runs  # each job its own run, in its own folder
     assert len({r[0] for r in runs}) == 3
     completed = {j: (sweep / str(j) / "results.json").read_text() for j in (0, 2)}
-    if launcher == "ray":  # the jobs' output stays in their folders: no `(_run_job pid=...)` lines, none after the summary
-        console = out.stdout + out.stderr
+    if launcher == "ray":  # the jobs' output stays in their folders: no `(_run_job pid=...)` lines, none after
+        console = out.stdout + out.stderr  # the summary
         assert "pid=" not in console and "_run_job" not in console, console[-3000:]
         assert "after 0 (1/2 experiences)" in (sweep / "0" / "train.log").read_text()
 
