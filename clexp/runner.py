@@ -130,6 +130,8 @@ class StreamRunner:
             callbacks=self.callbacks,
             logger=self.logger if self.logger is not None else False,
             enable_model_summary=False,  # one line instead (`describe_model`), printed once
+            # clexp's progress callback or none: never Lightning's own `Training: 0/?` bar in its place
+            enable_progress_bar=any(isinstance(c, ProgressBar) for c in self.callbacks),
             default_root_dir=str(self.run_dir),
         )
 

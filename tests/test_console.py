@@ -198,3 +198,13 @@ def test_caches_follow_paths_data_dir_only_when_it_is_given(monkeypatch, tmp_pat
     assert cache_dir("/data/cl") == Path("/data/cl/.cache")
     monkeypatch.setenv("CLEXP_DATA_DIR", str(tmp_path / "d"))
     assert cache_dir(data_dir_from_argv([])) == tmp_path / "d" / ".cache"
+
+
+def test_dropping_the_progress_callback_leaves_no_bar_at_all(tmp_path, capsys):
+    """`callbacks.progress=null` with the trainer's progress bar on: Lightning must not put its own in its place."""
+    from tests.conftest import run_stream
+
+    run_stream(tmp_path, ["trainer.enable_progress_bar=true", "callbacks.progress=null", "scenario.n_experiences=2",
+                          "train.epochs=1", "plots=false"])
+    out = capsys.readouterr()
+    assert "it/s" not in out.out + out.err and "Training" not in out.out + out.err
