@@ -78,19 +78,39 @@ def test_output_that_is_not_a_terminal_gets_one_line_per_epoch_and_train_log_the
     assert list((home / ".cache" / "clexp" / "matplotlib").iterdir())  # the plots' font cache
 
 
+WARNER = """
+import warnings
+
+import pytorch_lightning as pl
+
+
+class Warner(pl.Callback):
+    def on_fit_start(self, trainer, pl_module):
+        warnings.warn("a warning of the user's callback", UserWarning, stacklevel=1)
+"""
+
+
 @pytest.mark.slow
-def test_train_log_holds_the_warning_and_the_failure_line(tmp_path):
-    """SI at c = 1e300 under SGD: the stiffness warning at experience 1, then NaN at its first step."""
+def test_train_log_holds_the_warnings_and_the_failure_line(tmp_path):
+    """SI at c = 1e300 under SGD: the stiffness warning at experience 1, then NaN at its first step; a user's
+    callback adds a Python warning (shown once, as Python does)."""
+    import os
+
+    (tmp_path / "warner.py").write_text(WARNER)
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(tmp_path)) if p)
     out = clexp_cli(["experiment=smoke", "scenario.n_experiences=2", "method=si", "method.c=1e300", "optimizer=sgd",
-                     "logger=none", "plots=false", "hydra.run.dir=run"], tmp_path)
+                     "logger=none", "plots=false", "+callbacks.warner._target_=warner.Warner", "hydra.run.dir=run"],
+                    tmp_path, env={"PYTHONPATH": path})
     assert out.returncode == 3, out.stderr
     lines = (tmp_path / "run" / "train.log").read_text().splitlines()
     marks = {"start": "[INFO] - start ", "row": "[INFO] - after 0 ", "warning": "stiffer than SGD",
+             "python": "[py.warnings][WARNING] - UserWarning: a warning of the user's callback (",
              "failure": "[ERROR] - failed: non-finite"}
     kinds = [next((k for k, mark in marks.items() if mark in s), None) for s in lines]
-    assert [k for k in kinds if k] == ["start", "row", "warning", "failure"], lines
+    assert [k for k in kinds if k] == ["start", "python", "row", "warning", "failure"], lines
     warning = next(s for s in out.stdout.splitlines() if "stiffer than SGD" in s)
     assert warning.startswith("WARNING [clexp] experience 1: ")  # a line of its own on the console
+    assert "a warning of the user's callback" not in out.stderr  # logged (console: stdout), not printed raw
 
 
 def test_a_log_record_is_written_on_a_line_of_its_own_above_a_live_bar():
