@@ -10,6 +10,7 @@ line of its own even while a progress bar is drawn (`ConsoleHandler`). Outside t
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 log = logging.getLogger("clexp")
 
@@ -36,6 +37,21 @@ def capture_warnings() -> None:
 
 def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
     logging.getLogger("py.warnings").warning("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
+
+
+def continue_story(folder: Path) -> None:
+    """A resumed run: its story is also appended to the train.log of the folder it continues (besides the
+    new command's own run folder), as Hydra's file handler writes it. No file logging (a notebook): nothing.
+    Hydra's logging set-up of the next job (a sweep) removes the handler again."""
+    target = (Path(folder) / "train.log").resolve()
+    root = logging.getLogger()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    if not files or any(Path(h.baseFilename).resolve() == target for h in files):
+        return
+    handler = logging.FileHandler(target, mode="a")
+    handler.setFormatter(files[0].formatter)
+    handler.setLevel(files[0].level)
+    root.addHandler(handler)
 
 
 class ConsoleHandler(logging.StreamHandler):

@@ -157,7 +157,7 @@ class StreamRunner:
     def run(self) -> dict:
         start = time.perf_counter()
         quiet_lightning()
-        announce(self.cfg, len(self.stream), self.run_dir, self.start_experience)
+        announce(self.cfg, len(self.stream), self.run_dir)
         describe_model(self.model)
         first = self.stream[0]
         flops = forward_flops_per_sample(self.module, first_input(first.x_test), first.t_test)
@@ -285,10 +285,9 @@ def task_free_steps(iterations: int, sizes: list[int]) -> list[int]:
 
 
 @rank_zero_only
-def announce(cfg: DictConfig, n_experiences: int, run_dir: Path, start: int = 0) -> None:
-    """The story's first line: what runs, into which folder (and from where a resumed run goes on)."""
-    resumed = f", from experience {start + 1}" if start else ""
-    say(f"start {cfg.name}: {n_experiences} experiences, seed {cfg.seed}{resumed}; run folder {run_dir}")
+def announce(cfg: DictConfig, n_experiences: int, run_dir: Path) -> None:
+    """The story's first line: what runs, into which folder (a resumed run: where it goes on, just before)."""
+    say(f"start {cfg.name}: {n_experiences} experiences, seed {cfg.seed}; run folder {run_dir}")
 
 
 @rank_zero_only

@@ -63,7 +63,7 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     Bad input raises `ConfigError` / `DataError` / `ValueError`; a NaN or inf stops with
     `NonFiniteError`. The CLI turns these into one line and an exit code; `clexp.run` lets them rise.
     """
-    from clexp.console import say
+    from clexp.console import continue_story, say
     from clexp.presets import apply_preset
     from clexp.validation import validate
 
@@ -77,8 +77,9 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     if cfg.get("resume"):
         run_dir, cfg, state = resume_target(cfg, overrides)
         parts = validate(cfg)
+        continue_story(run_dir)  # the resumed run's story goes on in the train.log of the folder it continues
         say(f"Resuming {run_dir} after experience {state['experience']}"
-              f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
+            f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
     keep_writes_inside(run_dir, overrides)
     from clexp.loggers import close_logger, close_stale_wandb_run
 
