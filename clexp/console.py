@@ -10,6 +10,7 @@ line of its own even while a progress bar is drawn (`ConsoleHandler`). Outside t
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger("clexp")
@@ -56,7 +57,20 @@ def continue_story(folder: Path) -> None:
 
 class ConsoleHandler(logging.StreamHandler):
     """Hydra's console handler, but each record written with `tqdm.write` — on a line of its own above a
-    live progress bar instead of after the bar's text — and records marked `file_only` left out."""
+    live progress bar instead of after the bar's text — and records marked `file_only` left out. Without a
+    `stream` it writes to whatever `sys.stdout` is when the record comes (a redirect made later included)."""
+
+    def __init__(self, stream=None):
+        logging.Handler.__init__(self)  # not StreamHandler's, which would fix sys.stderr when no stream is given
+        self._fixed = stream
+
+    @property
+    def stream(self):
+        return self._fixed if self._fixed is not None else sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # logging.StreamHandler.setStream
+        self._fixed = value
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not getattr(record, "file_only", False) and super().filter(record)
