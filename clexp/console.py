@@ -19,9 +19,9 @@ FILE_ONLY = {"file_only": True}  # `extra=` of a record for train.log only (the 
 
 
 def say(message: str, *args) -> None:
-    """One line of the run's story: logged (console and train.log) under the CLI, printed where logging would
-    not show it (a notebook, a script without logging set up)."""
-    if log.hasHandlers() and log.isEnabledFor(logging.INFO):
+    """One line of the run's story: logged (console and train.log) where clexp's job logging is set up (the
+    CLI, conf/hydra/job_logging/clexp.yaml), printed elsewhere (a notebook, a script, `clexp.run`)."""
+    if log.isEnabledFor(logging.INFO) and any(isinstance(h, ConsoleHandler) for h in logging.getLogger().handlers):
         log.info(message, *args)
     else:
         print(message % args if args else message, flush=True)
