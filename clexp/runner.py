@@ -37,6 +37,7 @@ from clexp.callbacks import AccuracyMatrix
 from clexp.callbacks.anytime import AnytimeEvaluation
 from clexp.callbacks.compute import ComputeAccounting, forward_flops_per_sample
 from clexp.callbacks.stream_checkpoint import StreamCheckpoint
+from clexp.console import say
 from clexp.data.images import cat_inputs, first_input, is_lazy
 from clexp.loader import StreamingLoader, TensorLoader
 from clexp.module import ContinualModule
@@ -129,6 +130,8 @@ class StreamRunner:
             callbacks=self.callbacks,
             logger=self.logger if self.logger is not None else False,
             enable_model_summary=False,  # one line instead (`describe_model`), printed once
+            # clexp's progress callback or none: never Lightning's own `Training: 0/?` bar in its place
+            enable_progress_bar=any(isinstance(c, ProgressBar) for c in self.callbacks),
             default_root_dir=str(self.run_dir),
         )
 
@@ -154,6 +157,7 @@ class StreamRunner:
     def run(self) -> dict:
         start = time.perf_counter()
         quiet_lightning()
+        announce(self.cfg, len(self.stream), self.run_dir)
         describe_model(self.model)
         first = self.stream[0]
         flops = forward_flops_per_sample(self.module, first_input(first.x_test), first.t_test)
@@ -220,6 +224,7 @@ class StreamRunner:
         self.is_global_zero = trainer.is_global_zero
         if trainer.is_global_zero:
             self.checkpoints.save_boundary(i)
+            say(accuracy_row(i, len(self.stream), self.accuracy))
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self, i: int, finished: bool) -> dict:
@@ -280,19 +285,38 @@ def task_free_steps(iterations: int, sizes: list[int]) -> list[int]:
 
 
 @rank_zero_only
+def announce(cfg: DictConfig, n_experiences: int, run_dir: Path) -> None:
+    """The story's first line: what runs, into which folder (a resumed run: where it goes on, just before)."""
+    say(f"start {cfg.name}: {n_experiences} experiences, seed {cfg.seed}; run folder {run_dir}")
+
+
+@rank_zero_only
 def describe_model(model: torch.nn.Module) -> None:
     from clexp.models.freeze import count
 
     total, trainable = count(model)
     what = getattr(model, "description", "") or type(model).__name__
-    print(f"model: {what}, {total:,} parameters ({trainable:,} trainable)")
+    say(f"model: {what}, {total:,} parameters ({trainable:,} trainable)")
+
+
+def accuracy_row(i: int, n: int, accuracy: AccuracyMatrix) -> str:
+    """Row i of the accuracy matrix as one line (%; numbered as the final table, `after 0` the first), with
+    the mean over the experiences seen so far, and the same on the validation splits."""
+    def line(row: list[float]) -> str:
+        return f"{' '.join(f'{100 * a:.1f}' for a in row)} (seen {100 * sum(row[:i + 1]) / (i + 1):.1f})"
+
+    text = f"after {i} ({i + 1}/{n} experiences): test % {line(accuracy.rows[i])}"
+    if accuracy.val_rows:
+        text += f"; validation % {line(accuracy.val_rows[i])}"
+    return text
 
 
 def quiet_lightning() -> None:
     """After the first Trainer, Lightning's per-Trainer banners (GPU available, ...) are noise, and
     some warnings do not apply to tensor-resident loaders."""
+    # "modules in eval mode": frozen layers (a pretrained backbone, LwF's teacher, frozen BatchNorm) are meant
     for pattern in (".*LeafSpec.*", ".*smaller than the logging interval.*", ".*anonymous setting.*",
-                    ".*does not have many workers.*"):
+                    ".*does not have many workers.*", ".*module\\(s\\) in eval mode.*"):
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "pytorch_lightning.accelerators.cuda", "lightning.pytorch.utilities.rank_zero"):

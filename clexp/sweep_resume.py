@@ -60,8 +60,11 @@ def completed_results(cfg: DictConfig, run_dir: Path, multirun: bool) -> dict | 
         return None
     avg = (results.get("metrics") or {}).get("avg_acc")
     shown = "n/a" if avg is None else f"{100 * avg:.1f}%"
-    print(f"Skipped: {run_dir} already completed with this config (avg_acc {shown}); "
-          "delete its results.json to run it again", flush=True)
+    from clexp.console import say
+
+    # also in the job's train.log: under Ray (log_to_driver false) the console never sees a job's lines
+    say(f"Skipped: {run_dir} already completed with this config (avg_acc {shown}); "
+        "delete its results.json to run it again")
     return results
 
 

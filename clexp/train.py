@@ -63,12 +63,13 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     Bad input raises `ConfigError` / `DataError` / `ValueError`; a NaN or inf stops with
     `NonFiniteError`. The CLI turns these into one line and an exit code; `clexp.run` lets them rise.
     """
+    from clexp.console import continue_story, say
     from clexp.presets import apply_preset
     from clexp.validation import validate
 
     applied = apply_preset(cfg, overrides)
     if applied:
-        print(f"preset {cfg.preset.name}: {' '.join(applied)}")
+        say(f"preset {cfg.preset.name}: {' '.join(applied)}")
     parts = validate(cfg)  # its torch-free first pass reports most bad values in well under 2 s
     from clexp.runner import StreamRunner
 
@@ -76,9 +77,10 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     if cfg.get("resume"):
         run_dir, cfg, state = resume_target(cfg, overrides)
         parts = validate(cfg)
-        print(f"Resuming {run_dir} after experience {state['experience']}"
-              f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
-    keep_writes_inside(run_dir, cfg)
+        continue_story(run_dir)  # the resumed run's story goes on in the train.log of the folder it continues
+        say(f"Resuming {run_dir} after experience {state['experience']}"
+            f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
+    keep_writes_inside(run_dir, overrides)
     from clexp.loggers import close_logger, close_stale_wandb_run
 
     close_stale_wandb_run()  # a run an earlier job of this process left open must not take this job's metrics
@@ -98,9 +100,11 @@ def run_job(cfg: DictConfig) -> float | None:
     final average accuracy on validation (`objective: val`) or test (`objective=test`). Bad input:
     one line on stderr and an exit code (a sweep goes on)."""
     from clexp import sweep_resume
+    from clexp.console import FILE_ONLY, capture_warnings, say
     from clexp.errors import DataError, NonFiniteError
     from clexp.results import format_table
 
+    capture_warnings()  # into train.log too
     run_dir, multirun, group = _context()
     if cfg.get("task"):  # a geometry experiment (conf/experiment/ngd_linreg.yaml, ...)
         return run_geometry(cfg, run_dir, multirun)
@@ -119,12 +123,12 @@ def run_job(cfg: DictConfig) -> float | None:
         return _fail(run_dir, multirun, f"non-finite value: {err}", exit_code=3)
     except Exception as err:
         if not multirun:
+            log.exception("failed: %s: %s", type(err).__name__, err, extra=FILE_ONLY)  # the console gets Hydra's
             raise
         return _fail(run_dir, multirun, f"{type(err).__name__}: {err}\n{traceback.format_exc()}", exit_code=1)
     if results.pop("is_global_zero", True):
-        print()
-        print(format_table(results))
-        print(f"\nResults: {Path(results['run_dir']) / 'results.json'}")
+        say("\n" + format_table(results))
+        say(f"\nResults: {Path(results['run_dir']) / 'results.json'}")
     return objective_value(cfg, results)
 
 
@@ -159,27 +163,35 @@ def run(overrides: list[str] = (), config_dir: str | None = None) -> dict:
     return results
 
 
-def set_cache_dirs(data_dir: str) -> None:
-    """Caches of wandb and matplotlib go under `<data root>/.cache` (unless the user set them), so
-    that nothing is written outside the run folder and the data root."""
-    cache = Path(data_dir).expanduser().resolve() / ".cache"
+def set_cache_dirs(data_dir: str | None) -> None:
+    """Caches of wandb and matplotlib (unless the user set them): under `<data root>/.cache` when
+    `paths.data_dir` is given (command line or CLEXP_DATA_DIR), else under the user's cache folder
+    (`$XDG_CACHE_HOME/clexp`, default `~/.cache/clexp`) — never in the folder the run starts from."""
+    cache = cache_dir(data_dir)
     for var, folder in (("WANDB_CACHE_DIR", "wandb"), ("WANDB_DATA_DIR", "wandb-data"),
                         ("WANDB_ARTIFACT_DIR", "wandb-artifacts"),
                         ("MPLCONFIGDIR", "matplotlib")):
         os.environ.setdefault(var, str(cache / folder))
 
 
-def data_dir_from_argv(argv: list[str]) -> str:
-    """`paths.data_dir` as the command line, or else its default (CLEXP_DATA_DIR, then `data`), gives it."""
+def cache_dir(data_dir: str | None) -> Path:
+    """The folder of clexp's caches: `<data_dir>/.cache`, or the user's cache folder when `data_dir` is None."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser().resolve() / ".cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser().resolve() / "clexp"
+
+
+def data_dir_from_argv(argv: list[str]) -> str | None:
+    """`paths.data_dir` as the command line, or else CLEXP_DATA_DIR, gives it; None when neither does."""
     for arg in reversed(argv):
         if arg.startswith(("paths.data_dir=", "++paths.data_dir=", "+paths.data_dir=")):
             return arg.split("=", 1)[1].strip("'\"")
-    return os.environ.get("CLEXP_DATA_DIR", "data")
+    return os.environ.get("CLEXP_DATA_DIR") or None
 
 
-def keep_writes_inside(run_dir: Path, cfg: DictConfig) -> None:
-    """wandb's run files in the run folder; caches under the data root."""
-    set_cache_dirs(str(cfg.paths.data_dir))
+def keep_writes_inside(run_dir: Path, overrides: list[str]) -> None:
+    """wandb's run files in the run folder; caches as `set_cache_dirs` says."""
+    set_cache_dirs(data_dir_from_argv(overrides))
     os.environ.setdefault("WANDB_DIR", str(run_dir))
 
 
@@ -200,6 +212,7 @@ def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):
 
     write_results({"status": "failed", "error": message}, run_dir)
     print(f"clexp: error: {message.splitlines()[0]}", file=sys.stderr)
+    log.error("failed: %s", message, extra={"file_only": True})  # train.log's last line (stderr has it)
     if not multirun:
         sys.exit(exit_code)
     if "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")):
@@ -219,6 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     job runs that job alone, then the Hydra app."""
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    if sys.argv[1:] == ["--version"]:  # clexp's own, not Hydra's (which names Hydra's version only)
+        from clexp.about import version_text
+
+        print(version_text())
+        sys.exit(0)
     ddp.redirect_sweep_child()
     from clexp import sweep
     from clexp.errors import ConfigError
@@ -234,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     set_cache_dirs(data_dir_from_argv(sys.argv[1:]))
     sweep.FAILED.clear()
+    from clexp.about import register
+
+    register()  # the launcher and sweeper choices of --help
     _app()
     if sweep.FAILED:  # a sweep whose jobs all ran, some of which failed (listed in its summary)
         sys.exit(1)

@@ -36,8 +36,10 @@ def _wandb_runs(folder):
 
 
 def _skipped_lines(sweep, out) -> set[str]:
-    """The jobs that printed 'Skipped:' (console, or submitit's per-job logs)."""
-    text = out.stdout + out.stderr + "".join(p.read_text() for p in sweep.glob(".submitit/*/*.out"))
+    """The jobs that said 'Skipped:' (console, submitit's per-job logs, or the jobs' train.log: Ray keeps the
+    jobs' output off the console)."""
+    text = out.stdout + out.stderr + "".join(p.read_text() for p in sweep.glob(".submitit/*/*.out")) \
+        + "".join(p.read_text() for p in sweep.glob("*/train.log"))
     return set(re.findall(r"Skipped: \S*?(\d+) already completed", text))
 
 
@@ -59,6 +61,10 @@ def check_sweep_records_every_job_and_resumes(launcher, tmp_path):
     assert [len(r) for r in runs] == [1, 1, 1], runs  # each job its own run, in its own folder
     assert len({r[0] for r in runs}) == 3
     completed = {j: (sweep / str(j) / "results.json").read_text() for j in (0, 2)}
+    if launcher == "ray":  # the jobs' output stays in their folders: no `(_run_job pid=...)` lines, none after
+        console = out.stdout + out.stderr  # the summary
+        assert "pid=" not in console and "_run_job" not in console, console[-3000:]
+        assert "after 0 (1/2 experiences)" in (sweep / "0" / "train.log").read_text()
 
     again = clexp_cli(["-m", *args, *SWEEP, "logger=wandb"], tmp_path, env=env, timeout=600)
     assert again.returncode == 1, again.stderr[-3000:]  # the failed job failed again

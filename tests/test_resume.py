@@ -31,6 +31,8 @@ def test_killed_run_resumes_to_identical_results(tmp_path, method):
     resumed = clexp_cli(["resume=killed"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming" in resumed.stdout
+    story = (tmp_path / "killed" / "train.log").read_text()  # the run's story, continued where it was cut
+    assert story.count("] - start ") == 2 and "] - Resuming " in story and "] - after 4 (5/5 experiences)" in story
     a = json.loads((tmp_path / "full" / "results.json").read_text())
     b = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert a["acc_matrix"] == b["acc_matrix"]

@@ -288,10 +288,22 @@ class Batches(torch.utils.data.Sampler):
         return len(self.batches)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a SLURM or container allocation), as
+    PyTorch's DataLoader counts them when it warns about too many workers."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def worker_loader(reader: BatchReader, sampler: torch.utils.data.Sampler, workers: int, pin_memory: bool,
                   persistent: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader over whole batches. Its own generator: creating its iterators never draws from
-    the global torch RNG (dropout and every other seeded draw stay as on the in-memory path)."""
+    """A DataLoader over whole batches, with at most as many worker processes as this process may use
+    cores (more only compete for them; the batches are the same whatever their number). Its own
+    generator: creating its iterators never draws from the global torch RNG (dropout and every other
+    seeded draw stay as on the in-memory path)."""
+    workers = min(int(workers), usable_cores())
     return torch.utils.data.DataLoader(
         reader, sampler=sampler, batch_size=None, num_workers=workers,
         pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
