@@ -4,9 +4,8 @@
 results dict; the `clexp` command is the same path for the command line.
 """
 
-__version__ = "0.1.0"
-
-from clexp.naming import register as _register_resolvers  # noqa: E402
+from clexp.about import VERSION as __version__  # noqa: F401 - the package's version
+from clexp.naming import register as _register_resolvers
 
 _register_resolvers()
 

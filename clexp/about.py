@@ -7,21 +7,20 @@ from importlib import metadata
 
 from omegaconf import OmegaConf
 
+VERSION = "0.1.0"  # clexp.__version__; pyproject.toml's version
 LIBRARIES = (("torch", "torch"), ("Lightning", "pytorch-lightning"), ("Hydra", "hydra-core"))
 
 
 def version_text() -> str:
     """`clexp 0.1.0 (torch 2.x, Lightning 2.x, Hydra 1.3.x)`, read from the installed packages' metadata
     (nothing heavy is imported)."""
-    from clexp import __version__
-
     def version(dist: str) -> str:
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    return f"clexp {__version__} ({', '.join(f'{name} {version(dist)}' for name, dist in LIBRARIES)})"
+    return f"clexp {VERSION} ({', '.join(f'{name} {version(dist)}' for name, dist in LIBRARIES)})"
 
 
 def group_choices(group: str) -> str:

@@ -89,3 +89,11 @@ def check_ints(key: str, value, low: int = 1, one: bool = False) -> None:
 def check_choice(key: str, value, choices) -> None:
     if value not in choices:
         raise ConfigError(key, value, ", ".join(map(str, choices)))
+
+
+def one_line(err: BaseException, limit: int = 240) -> str:
+    """An exception as one short line; torchvision's multi-line download errors keep only the causes."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    causes = [ln for ln in lines if not ln.startswith(("Error downloading", "Tried "))] or lines
+    text = "; ".join(dict.fromkeys(causes)) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

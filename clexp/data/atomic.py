@@ -3,6 +3,7 @@ previous complete file or the new one, never a torn one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -28,3 +29,21 @@ def save_atomic(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock while one process downloads and decodes (parallel sweep jobs, DDP ranks)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+b")  # noqa: SIM115 - held for the duration of the block
+    except (ImportError, OSError):  # no fcntl (Windows) or a read-only root: go on unlocked
+        yield
+        return
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+    finally:
+        f.close()  # releases the lock

@@ -9,8 +9,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from clexp.data.atomic import file_lock
 from clexp.data.base import DataError
-from clexp.data.torchvision_sources import _lock, _one_line
+from clexp.errors import one_line
 
 CHUNK = 1 << 20
 
@@ -41,7 +42,7 @@ def fetch(url: str, dest: Path, md5: str | None, timeout: float = 60.0) -> Path:
                 h.update(block)
     except Exception as err:  # noqa: BLE001 - URLError, HTTPError, timeouts, OSError…
         part.unlink(missing_ok=True)
-        raise DataError(f"downloading {url} failed ({type(err).__name__}: {_one_line(err, 160)})") from None
+        raise DataError(f"downloading {url} failed ({type(err).__name__}: {one_line(err, 160)})") from None
     if md5 is not None and h.hexdigest() != md5:
         part.unlink(missing_ok=True)
         raise DataError(f"the file downloaded from {url} has md5 {h.hexdigest()}, not the official {md5} "
@@ -76,7 +77,7 @@ def extract_zip(archive: Path, into: Path) -> None:
             print(f"Extracting {archive} → {into}")
             z.extractall(into)
     except zipfile.BadZipFile as err:
-        raise DataError(f"the archive {archive} is truncated or corrupt ({_one_line(err, 120)}); delete it and "
+        raise DataError(f"the archive {archive} is truncated or corrupt ({one_line(err, 120)}); delete it and "
                         f"download it again") from None
     extracted_marker(archive).write_text("ok\n")
 
@@ -88,7 +89,7 @@ def ensure_unpacked(folder: Path, archive: Path, url: str, md5: str | None, down
     marker = extracted_marker(archive)
     if folder.is_dir() and (marker.exists() or not archive.exists()):
         return None
-    with _lock(archive.with_name(f".{archive.name}.lock")):
+    with file_lock(archive.with_name(f".{archive.name}.lock")):
         if folder.is_dir() and (marker.exists() or not archive.exists()):
             return None  # another process unpacked it meanwhile
         if not archive.exists():

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
+from clexp.data.atomic import file_lock
 from clexp.data.base import DataError, SourceData, declared
+from clexp.errors import one_line
 
 CACHE_DIR = "clexp-cache"
 CACHE_VERSION = 2
@@ -88,14 +90,6 @@ def resolve_root(root: str | os.PathLike) -> Path:
     return (base / path).resolve()
 
 
-def _one_line(err: BaseException, limit: int = 240) -> str:
-    """An exception as one short line; torchvision's multi-line download errors keep only the causes."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    causes = [ln for ln in lines if not ln.startswith(("Error downloading", "Tried "))] or lines
-    text = "; ".join(dict.fromkeys(causes)) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _to_uint8(ds) -> tuple[torch.Tensor, torch.Tensor]:
     """A torchvision dataset's whole arrays (never its per-sample path): uint8 N×C×H×W, int64 labels."""
     data = torch.as_tensor(ds.data)
@@ -149,7 +143,7 @@ def _read_cache(spec: _Spec, root: Path, cache: Path) -> dict | None:
         return d if ok else None
     except Exception as err:  # noqa: BLE001 - the cache is derived data: any failure means rebuild
         warnings.warn(
-            f"dataset={spec.key}: ignoring the unreadable cache {cache} ({_one_line(err)}); "
+            f"dataset={spec.key}: ignoring the unreadable cache {cache} ({one_line(err)}); "
             f"decoding the dataset files again",
             stacklevel=3,
         )
@@ -163,28 +157,10 @@ def _write_cache(spec: _Spec, root: Path, cache: Path, tensors: dict) -> None:
         save_atomic({"version": CACHE_VERSION, "sources": _fingerprint(spec, root), **tensors}, cache)
     except OSError as err:  # a read-only data folder still works, it just decodes every time
         warnings.warn(
-            f"dataset={spec.key}: could not write the cache {cache} ({_one_line(err)}); "
+            f"dataset={spec.key}: could not write the cache {cache} ({one_line(err)}); "
             f"the files will be decoded again next time",
             stacklevel=3,
         )
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive lock while one process downloads and decodes (parallel sweep jobs, DDP ranks)."""
-    try:
-        import fcntl
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(path, "a+b")  # noqa: SIM115 - held for the duration of the block
-    except (ImportError, OSError):  # no fcntl (Windows) or a read-only root: go on unlocked
-        yield
-        return
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-    finally:
-        f.close()  # releases the lock
 
 
 def _broken_file(spec: _Spec, root: Path) -> tuple[Path, str] | None:
@@ -204,7 +180,7 @@ def _broken_file(spec: _Spec, root: Path) -> tuple[Path, str] | None:
                 with open(path, "rb") as f:
                     pickle.load(f, encoding="latin1")
         except Exception as err:  # noqa: BLE001 - any failure means this file is the broken one
-            return path, f"it cannot be parsed: {type(err).__name__} {_one_line(err, 120)}".rstrip()
+            return path, f"it cannot be parsed: {type(err).__name__} {one_line(err, 120)}".rstrip()
         if md5 is not None and not check_integrity(str(path), md5):
             return path, "its md5 checksum differs from the official one"
     return None
@@ -226,7 +202,7 @@ def _unpack_gz(spec: _Spec, root: Path) -> None:
             except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
                 (folder / name).unlink(missing_ok=True)
                 raise DataError(
-                    f"dataset={spec.key}: the file {gz} is truncated or corrupt ({_one_line(err, 120)}). "
+                    f"dataset={spec.key}: the file {gz} is truncated or corrupt ({one_line(err, 120)}). "
                     f"Delete it or copy a good one there. {FIX}"
                 ) from err
 
@@ -246,14 +222,14 @@ def _failure(spec: _Spec, root: Path, download: bool, err: Exception) -> DataErr
     if not missing:  # every file is there and parses: show torchvision's own complaint
         return DataError(
             f"dataset={spec.key}: torchvision could not load the files in {folder}: "
-            f"{type(err).__name__}: {_one_line(err)}. {FIX}"
+            f"{type(err).__name__}: {one_line(err)}. {FIX}"
         )
     names = [name for name, _ in spec.files()]
     alt = "; each may be gzipped, X.gz" if spec.is_mnist else f"; or the official {spec.cls.filename} in the data root"
     what = "found none of its files" if len(missing) == len(names) else f"did not find {', '.join(missing)}"
     where = f"dataset={spec.key}: {what} in {folder} (data root {root}; it needs {', '.join(names)}{alt})."
     if download:
-        tried = f"Tried to download them with torchvision from {', '.join(spec.sources())}: {_one_line(err)}."
+        tried = f"Tried to download them with torchvision from {', '.join(spec.sources())}: {one_line(err)}."
     else:
         tried = "Did not try to download them (dataset.download=false)."
     return DataError(f"{where} {tried} {FIX}")
@@ -272,7 +248,7 @@ def load_torchvision(
     d = _read_cache(spec, root, cache)
     if d is None:
         # downloads are serialised; without them, racing decoders each replace the cache atomically
-        with _lock(root / CACHE_DIR / f".{name}.lock") if download else contextlib.nullcontext():
+        with file_lock(root / CACHE_DIR / f".{name}.lock") if download else contextlib.nullcontext():
             d = _read_cache(spec, root, cache)  # another process may have built it meanwhile
             if d is None:
                 _unpack_gz(spec, root)
