@@ -25,9 +25,9 @@ QUIET = ["logger=none", "plots=false", "trainer.enable_progress_bar=false", "tra
 def _run(overrides: list[str], folder: Path) -> float:
     from hydra import compose, initialize_config_dir
 
-    from clexp import conf_source
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.config import conf_source
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
 
     with initialize_config_dir(conf_source.config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=[*QUIET, *overrides])

@@ -60,9 +60,9 @@ sys.path.insert(0, sys.argv[1])
 train_root, test_root, in_memory, steps, device, warm = sys.argv[2:8]
 steps, warm = int(steps), int(warm)
 from hydra import compose, initialize_config_dir
-from clexp.runner import StreamRunner
+from clexp.core.runner import StreamRunner
 from clexp.train import CONF_DIR
-from clexp.validation import validate
+from clexp.core.validation import validate
 
 class Clock(pl.Callback):
     def __init__(self):

@@ -71,7 +71,7 @@ class Block:
     def __init__(self, overrides: list[str], device: str, skip: int, steps: int):
         from hydra import compose, initialize_config_dir
 
-        from clexp.runner import StreamRunner
+        from clexp.core.runner import StreamRunner
         from clexp.train import CONF_DIR
 
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -65,9 +65,9 @@ def clexp_stream(data_target: str, epochs: int, device: str, model: str = "mlp",
     its defaults (figures and checkpoints on) but no logger and no progress bar."""
     from hydra import compose, initialize_config_dir
 
-    from clexp.runner import StreamRunner
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
     from clexp.train import CONF_DIR
-    from clexp.validation import validate
 
     overrides = [
         f"dataset._target_={data_target}", f"model={model}", f"method={method}",

@@ -37,8 +37,8 @@ def _images(path: Path, n_train: int, n_test: int, size: int, classes: int = 2) 
 def feature_cache(tiny: bool, device: str) -> list[dict]:
     """Case 1: one experience with the feature cache against backbone forward + plain head training."""
     import clexp.models.pretrained as pretrained
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
     from tests.conftest import compose
 
     n_train, n_test, size, epochs, batch = (64, 16, 32, 1, 32) if tiny else (1000, 200, 64, 3, 64)

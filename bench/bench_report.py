@@ -67,7 +67,7 @@ def measure(folder: Path) -> dict:
     """clexp-report on `folder` in a fresh process: seconds, peak RSS (MiB), report.html's size (KiB)."""
     out = folder / "report"
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "clexp.report", str(folder), "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "clexp.review.report", str(folder), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start

@@ -37,10 +37,10 @@ def run_in_process(overrides: list[str], run_dir: Path):
     """compose → preset → validate → StreamRunner.run(), as `clexp` does; returns (results, runner)."""
     from hydra import compose, initialize_config_dir
 
-    from clexp import conf_source
-    from clexp.presets import apply_preset
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.config import conf_source
+    from clexp.config.presets import apply_preset
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
 
     with initialize_config_dir(conf_source.config_dir(), version_base="1.3", job_name="gpu_check"):
         cfg = compose(conf_source.CONFIG_NAME, overrides=list(overrides))

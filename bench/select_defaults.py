@@ -100,7 +100,7 @@ class Run(NamedTuple):
 def run_one(out: Path, setups: dict, run: Run) -> dict | None:
     """(avg_acc, forgetting) of one run under its setup's overrides, or None when it went NaN / inf."""
     import clexp
-    from clexp.callbacks.finite_guard import NonFiniteError
+    from clexp.core.callbacks.finite_guard import NonFiniteError
 
     overrides = [*QUIET, *setups[run.setup], f"method={run.method}", f"scenario.incremental={run.incremental}",
                  f"seed={run.seed}", f"name=select-{run.method}-{run.incremental}-s{run.seed}"]

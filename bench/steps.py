@@ -50,7 +50,7 @@ class Case:
     def __init__(self, overrides: list[str], device: str, first_epochs: int = 1, base: tuple = MLP_OVERRIDES):
         from hydra import compose, initialize_config_dir
 
-        from clexp.runner import StreamRunner
+        from clexp.core.runner import StreamRunner
         from clexp.train import CONF_DIR
 
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -4,8 +4,8 @@
 results dict; the `clexp` command is the same path for the command line.
 """
 
-from clexp.about import VERSION as __version__  # noqa: F401 - the package's version
-from clexp.naming import register as _register_resolvers
+from clexp.config.about import VERSION as __version__  # noqa: F401 - the package's version
+from clexp.core.naming import register as _register_resolvers
 
 _register_resolvers()
 

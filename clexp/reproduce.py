@@ -8,7 +8,7 @@ paper's numbers.
 The preset (conf/experiment/NAME.yaml) names the table (`preset.reproduce`: methods and scenarios) and
 the published numbers (`preset.paper`). The jobs — methods × scenarios × modes × seeds — are ONE
 multirun of `clexp` (`python -m clexp -m ...`): its launchers (`--launcher parallel` is
-`hydra/launcher=parallel`), its per-job failure records and its resume (clexp/sweep_resume.py: a job
+`hydra/launcher=parallel`), its per-job failure records and its resume (clexp/launch/sweep_resume.py: a job
 whose folder holds a completed results.json of the same config is skipped) all apply. Each job's
 folder is named after what it runs (`<method>_<scenario>_<faithful|correct>_seed<seed>`), so re-running
 the command — with more seeds, or after a kill — runs only what is missing.
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from clexp import conf_source
+from clexp.config import conf_source
 
 MODES = {"faithful": "true", "correct": "false"}
 # --data NAME=PATH: the files it needs, and its number of training images (the steps of an epoch on it)
@@ -115,7 +115,7 @@ def stand_in_epochs(name: str, preset: dict, data: str | None, overrides: list[s
     """On a stand-in, the epochs per experience that give the paper's optimizer steps: the preset's
     `train.epochs` × `paper_train_size` / the stand-in's training images (rounded); None when nothing is
     scaled (full data, `--keep-epochs`, a preset counted in iterations, or epochs set on the command line)."""
-    from clexp.overrides import override_key
+    from clexp.config.overrides import override_key
 
     paper = preset.get("paper_train_size")
     given = {override_key(o) for o in overrides}
@@ -191,11 +191,10 @@ def collect_table(sweep_dir: Path, preset: dict, methods: list[str] | None = Non
                   scenarios: list[str] | None = None) -> list[dict]:
     """One row per (scenario, method): the paper's mean and spread, clexp's mean ± std (%) over the
     completed seeds of each mode, and the number of failed jobs. Reads every results.json below
-    `sweep_dir` (clexp.report.collect). A method the preset records no estimator for (naive, joint,
+    `sweep_dir` (clexp.review.report.collect). A method the preset records no estimator for (naive, joint,
     SI, ...) computes the same in both modes: its runs of either mode fill both columns (one run per
     seed: `--faithful`, then `--correct --methods` the ones with an estimator, saves those runs)."""
-    from clexp import report
-
+    from clexp.review import report
     try:
         records = report.collect([sweep_dir], keep_config=True) if Path(sweep_dir).exists() else []
     except report.ReportError:
@@ -263,7 +262,7 @@ def format_table(rows: list[dict]) -> list[list[str]]:
 
 def write_table(rows: list[dict], out_dir: Path, heading: str) -> dict[str, Path]:
     """`table.md` (the title, then a markdown table), `table.csv` (every number) and `reproduce.png`."""
-    from clexp.report import markdown_table
+    from clexp.review.report import markdown_table
 
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "table.md"
@@ -339,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = parse_list("--scenarios", args.scenarios, list(table["scenarios"]))
         data = parse_data(args.data)
         if args.launcher is not None:
-            from clexp.launchers import PLUGINS
+            from clexp.launch.launchers import PLUGINS
 
             if args.launcher not in PLUGINS:
                 raise ReproduceError(f"--launcher {args.launcher!r}: one of {', '.join(PLUGINS)}")
@@ -369,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = collect_table(sweep_dir, preset, methods, scenarios)
     heading = title(args.name, preset, data[0] if data else None, epochs, args.overrides)
     files = write_table(rows, out, heading)
-    from clexp.report import text_table
+    from clexp.review.report import text_table
 
     print(f"\n{heading}\n")
     print(text_table(format_table(rows)))

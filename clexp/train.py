@@ -13,9 +13,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from clexp import conf_source, ddp
+from clexp.config import (
+    conf_source,  # Light imports only up to here: `main` sets the cache folders before Lightning (through torchmetrics)
+)
+from clexp.core import ddp
 
-# Light imports only up to here: `main` sets the cache folders before Lightning (through torchmetrics)
 # imports matplotlib, which would otherwise write its font cache into the home folder.
 
 log = logging.getLogger("clexp")
@@ -27,7 +29,7 @@ def _context() -> tuple[Path, bool, str | None]:
     """(run folder, multirun?, sweep group name)."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    from clexp.naming import sweep_group
+    from clexp.core.naming import sweep_group
 
     group = sweep_group(hc.sweep.dir) if multirun else None
     return Path(hc.runtime.output_dir), multirun, group
@@ -37,8 +39,8 @@ def resume_target(cfg: DictConfig, overrides: list[str]) -> tuple[Path, DictConf
     """The run folder to continue, its original config and its last stream checkpoint."""
     from omegaconf import OmegaConf
 
-    from clexp import checkpoint
-    from clexp.errors import ConfigError
+    from clexp.config.errors import ConfigError
+    from clexp.core import checkpoint
 
     folder = Path(str(cfg.resume)).expanduser()
     ckpt, saved_cfg = checkpoint.last_checkpoint(folder), folder / ".hydra" / "config.yaml"
@@ -63,15 +65,15 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     Bad input raises `ConfigError` / `DataError` / `ValueError`; a NaN or inf stops with
     `NonFiniteError`. The CLI turns these into one line and an exit code; `clexp.run` lets them rise.
     """
-    from clexp.console import continue_story, say
-    from clexp.presets import apply_preset
-    from clexp.validation import validate
+    from clexp.config.presets import apply_preset
+    from clexp.core.console import continue_story, say
+    from clexp.core.validation import validate
 
     applied = apply_preset(cfg, overrides)
     if applied:
         say(f"preset {cfg.preset.name}: {' '.join(applied)}")
     parts = validate(cfg)  # its torch-free first pass reports most bad values in well under 2 s
-    from clexp.runner import StreamRunner
+    from clexp.core.runner import StreamRunner
 
     state = None
     if cfg.get("resume"):
@@ -81,7 +83,7 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
         say(f"Resuming {run_dir} after experience {state['experience']}"
             f"{'' if state['finished'] else ' (mid-experience, step ' + str(state['point']['step']) + ')'}")
     keep_writes_inside(run_dir, overrides)
-    from clexp.loggers import close_logger, close_stale_wandb_run
+    from clexp.core.loggers import close_logger, close_stale_wandb_run
 
     close_stale_wandb_run()  # a run an earlier job of this process left open must not take this job's metrics
     runner = StreamRunner(cfg, run_dir, group, resume=state, parts=parts)
@@ -99,10 +101,10 @@ def run_job(cfg: DictConfig) -> float | None:
     """One job of the CLI (a single run or one job of a sweep); return the sweepers' objective: the
     final average accuracy on validation (`objective: val`) or test (`objective=test`). Bad input:
     one line on stderr and an exit code (a sweep goes on)."""
-    from clexp import sweep_resume
-    from clexp.console import FILE_ONLY, capture_warnings, say
-    from clexp.errors import DataError, NonFiniteError
-    from clexp.results import format_table
+    from clexp.config.errors import DataError, NonFiniteError
+    from clexp.core.console import FILE_ONLY, capture_warnings, say
+    from clexp.core.results import format_table
+    from clexp.launch import sweep_resume
 
     capture_warnings()  # into train.log too
     run_dir, multirun, group = _context()
@@ -111,7 +113,7 @@ def run_job(cfg: DictConfig) -> float | None:
     skipped, objective = sweep_resume.skip(cfg, run_dir, multirun)  # a re-run sweep: done before, same config
     if skipped:
         return objective
-    from clexp.selection import check_objective, objective_value
+    from clexp.review.selection import check_objective, objective_value
 
     try:
         if multirun:  # an optimising sweeper (Optuna) maximises `objective`: validation needs a split
@@ -208,7 +210,7 @@ def run_geometry(cfg: DictConfig, run_dir: Path, multirun: bool):
 
 def _fail(run_dir: Path, multirun: bool, message: str, exit_code: int):
     """Record the failure in the run folder; a single run exits, a sweep job returns None."""
-    from clexp.results import write_results
+    from clexp.core.results import write_results
 
     write_results({"status": "failed", "error": message}, run_dir)
     print(f"clexp: error: {message.splitlines()[0]}", file=sys.stderr)
@@ -233,15 +235,15 @@ def main(argv: list[str] | None = None) -> None:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     if sys.argv[1:] == ["--version"]:  # clexp's own, not Hydra's (which names Hydra's version only)
-        from clexp.about import version_text
+        from clexp.config.about import version_text
 
         print(version_text())
         sys.exit(0)
     ddp.redirect_sweep_child()
-    from clexp import sweep
-    from clexp.errors import ConfigError
-    from clexp.launchers import check_launcher
-    from clexp.overrides import check_command_line
+    from clexp.config.errors import ConfigError
+    from clexp.config.overrides import check_command_line
+    from clexp.launch import sweep
+    from clexp.launch.launchers import check_launcher
 
     try:  # a key its group does not have: one line here, not Hydra's multi-line error
         check_command_line(sys.argv[1:], conf_source.config_dir())
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     set_cache_dirs(data_dir_from_argv(sys.argv[1:]))
     sweep.FAILED.clear()
-    from clexp.about import register
+    from clexp.config.about import register
 
     register()  # the launcher and sweeper choices of --help
     _app()

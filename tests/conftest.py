@@ -32,9 +32,9 @@ def compose(overrides: list[str] = ()):
 
 def run_stream(run_dir: Path, overrides: list[str] = (), fast: bool = True) -> dict:
     """Validate and run one experiment in this process; return its results dict."""
-    from clexp.presets import apply_preset
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.config.presets import apply_preset
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
 
     cfg = compose([*(FAST if fast else []), *overrides])
     apply_preset(cfg, list(overrides))

@@ -4,9 +4,9 @@ pieces that the resume tests of several methods share."""
 import pytest
 import pytorch_lightning as pl
 
-from clexp import checkpoint
-from clexp.runner import StreamRunner
-from clexp.validation import validate
+from clexp.core import checkpoint
+from clexp.core.runner import StreamRunner
+from clexp.core.validation import validate
 from tests.conftest import compose
 
 

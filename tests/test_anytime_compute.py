@@ -20,8 +20,8 @@ def ewc_anytime(tmp_path_factory):
 
 
 def test_anytime_is_off_by_default_and_costs_nothing(tmp_path):
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
     from tests.conftest import FAST, compose
 
     cfg = compose([*FAST, *TINY])

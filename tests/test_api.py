@@ -5,7 +5,7 @@ import json
 import pytest
 
 import clexp
-from clexp.errors import ConfigError
+from clexp.config.errors import ConfigError
 from tests.conftest import FAST
 
 

@@ -1,4 +1,4 @@
-"""`dataset.augment` (clexp/augment.py): per-sample random parameters, the input's shape kept, the same
+"""`dataset.augment` (clexp/data/augment.py): per-sample random parameters, the input's shape kept, the same
 draws for the same (seed, step) and the training's own randomness untouched, training batches only
 (evaluation, validation, anytime evaluation and importance estimation see the data as it is), and a
 killed run with augmentation resumes to bit-identical weights."""
@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from clexp.augment import Augment, channel_range, parse
+from clexp.data.augment import Augment, channel_range, parse
 from tests.conftest import FAST, run_stream
 
 
@@ -124,8 +124,8 @@ def test_only_training_batches_are_augmented(tmp_path, monkeypatch, method):
     """Every forward of the model outside the training step (accuracy matrix, validation, anytime
     evaluation, the method's importance estimation) gets rows of the un-augmented data; the training
     step gets augmented ones (mirrored with p = 1: rows the data does not have)."""
-    from clexp.module import ContinualModule
-    from clexp.runner import StreamRunner
+    from clexp.core.module import ContinualModule
+    from clexp.core.runner import StreamRunner
 
     seen = {"train": [], "other": []}
     state = {"in_step": False}
@@ -164,8 +164,8 @@ def test_killed_run_with_augmentation_resumes_to_identical_weights(tmp_path, mon
     import os
 
     import clexp
-    from clexp import checkpoint
-    from clexp.callbacks import stream_checkpoint
+    from clexp.core import checkpoint
+    from clexp.core.callbacks import stream_checkpoint
 
     class Killed(Exception):
         pass

@@ -4,8 +4,8 @@ data (crop sizes, channels, flat features) once it is read."""
 
 import pytest
 
-from clexp.augment import Augment, parse
-from clexp.errors import ConfigError
+from clexp.config.errors import ConfigError
+from clexp.data.augment import Augment, parse
 
 QUICK = ["logger=none", "trainer.enable_progress_bar=false", "hydra.run.dir=run", "trainer.accelerator=cpu"]
 

@@ -56,8 +56,7 @@ def test_bad_value_is_rejected_with_its_key(tmp_path, clexp_main, overrides, key
 @pytest.mark.parametrize("overrides", ["method=nonexistent", "scenario=nonexistent", "model=nonexistent",
                                        "optimizer=nonexistent"])
 def test_unknown_group_option_is_one_line_with_the_options(tmp_path, clexp_main, overrides):
-    from clexp import conf_source
-
+    from clexp.config import conf_source
     out = clexp_main([*QUICK, overrides], tmp_path)
     group = overrides.split("=")[0]
     options = sorted(p.stem for p in (Path(conf_source.config_dir()) / group).glob("*.yaml"))
@@ -74,9 +73,9 @@ def test_exploding_learning_rate_stops_with_the_loss_named(tmp_path, clexp_main)
 
 
 def test_exploding_penalty_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    from clexp import checkpoint
-
-    # c = 1e300 overflows float32: the penalty is not finite from the first step of experience 1
+    from clexp.core import (
+        checkpoint,  # c = 1e300 overflows float32: the penalty is not finite from the first step of experience 1
+    )
     out = clexp_cli([*QUICK, "method=si", "method.c=1e300", "train.epochs=2"], tmp_path)
     assert out.returncode == 3, out.stderr
     assert "experience 1, step 1: the penalty became" in out.stderr
@@ -105,9 +104,9 @@ def test_validation_has_no_method_names():
     """Methods check their own values: validation.py never branches on which method runs."""
     from pathlib import Path
 
-    import clexp.validation
+    import clexp.core.validation
 
-    source = Path(clexp.validation.__file__).read_text()
+    source = Path(clexp.core.validation.__file__).read_text()
     for name in ("ewc", "kfac", "lwf", "mas", "si\"", "'si'", "l2"):
         assert name not in source
 

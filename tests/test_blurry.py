@@ -1,4 +1,4 @@
-"""Blurry boundaries (clexp/stream.py `blur_boundaries`): the documented mixing rule — the share of
+"""Blurry boundaries (clexp/data/stream.py `blur_boundaries`): the documented mixing rule — the share of
 foreign samples at each position from a boundary, ½(1 − (j + ½)/m) —, what moves and what does not,
 and the runner training a blurry stream in its fixed order."""
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clexp.data.base import SourceData
-from clexp.stream import blur_boundaries, build_split, carve_validation, foreign_share, swap_probabilities
+from clexp.data.stream import blur_boundaries, build_split, carve_validation, foreign_share, swap_probabilities
 
 
 def source(per_class=200, n_classes=6):
@@ -76,7 +76,7 @@ def test_zero_blur_only_fixes_the_order():
 
 @pytest.mark.parametrize("blur", [-0.1, 1.0, 1.5])
 def test_blur_outside_the_interval_is_refused(blur):
-    from clexp.errors import ConfigError
+    from clexp.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match="blur"):
         blur_boundaries(build_split(source(per_class=4), 3, "class"), blur, seed=0)
@@ -85,8 +85,8 @@ def test_blur_outside_the_interval_is_refused(blur):
 def test_runner_trains_a_blurry_stream_in_its_order(tmp_path):
     from types import SimpleNamespace
 
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
     from tests.conftest import FAST, compose
 
     cfg = compose([*FAST, "plots=false", "scenario.boundaries=blurry", "scenario.blur=0.4"])

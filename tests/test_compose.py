@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from clexp.build import build_model
-from clexp.errors import ConfigError
-from clexp.presets import apply_preset
-from clexp.stream import Stream
-from clexp.validation import validate, validate_light
+from clexp.config.errors import ConfigError
+from clexp.config.presets import apply_preset
+from clexp.core.build import build_model
+from clexp.core.validation import validate, validate_light
+from clexp.data.stream import Stream
 from tests.conftest import CONF, compose
 
 GROUPS = ["dataset", "scenario", "model", "method", "optimizer", "trainer", "logger", "callbacks"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clexp.results import format_table
+from clexp.core.results import format_table
 from tests.conftest import clexp_cli
 
 
@@ -119,7 +119,7 @@ def test_a_log_record_is_written_on_a_line_of_its_own_above_a_live_bar():
 
     from tqdm import tqdm
 
-    from clexp.console import ConsoleFormatter, ConsoleHandler
+    from clexp.core.console import ConsoleFormatter, ConsoleHandler
 
     stream = io.StringIO()
     handler = ConsoleHandler(stream)
@@ -138,7 +138,7 @@ def test_python_warnings_are_logged_as_one_line(caplog):
     import logging
     import warnings
 
-    from clexp.console import capture_warnings
+    from clexp.core.console import capture_warnings
 
     with caplog.at_level(logging.WARNING, logger="py.warnings"), warnings.catch_warnings():
         capture_warnings()  # undone when catch_warnings restores warnings.showwarning

@@ -8,10 +8,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from clexp import checkpoint
+from clexp.core import checkpoint
+from clexp.core.runner import StreamRunner
+from clexp.core.validation import validate
 from clexp.methods import agem, gpm, ogd
-from clexp.runner import StreamRunner
-from clexp.validation import validate
 from tests.conftest import FAST, compose
 from tests.stop_resume import Stop, StopAt
 

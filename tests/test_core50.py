@@ -14,13 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from clexp import checkpoint
+from clexp.config.errors import ConfigError
+from clexp.core import checkpoint
 from clexp.data import core50
 from clexp.data.base import DataError
 from clexp.data.core50 import TEST_SESSIONS, TRAIN_SESSIONS, load_core50
 from clexp.data.images import is_lazy
-from clexp.errors import ConfigError
-from clexp.protocol import Protocol
+from clexp.data.protocol import Protocol
 from tests.conftest import compose, run_stream
 from tests.test_pretrained import R18_FILE, r18_state, torch_home  # noqa: F401 (fixtures)
 

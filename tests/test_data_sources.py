@@ -18,6 +18,7 @@ import torch
 from clexp.data import torchvision_sources as tvs
 from clexp.data.arrays import load_arrays, mnist_t10k_arrays, read_idx
 from clexp.data.base import DataError
+from clexp.data.stream import build_split
 from clexp.data.torchvision_sources import (
     channel_stats,
     load_cifar10,
@@ -27,7 +28,6 @@ from clexp.data.torchvision_sources import (
     load_torchvision,
     resolve_root,
 )
-from clexp.stream import build_split
 from tests.conftest import clexp_cli
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clexp import checkpoint, shard_record
+from clexp.core import checkpoint, shard_record
 from tests.conftest import clexp_cli
 
 # one process with batch 32 sees the same batches as two processes with 16 each (TensorLoader shards),

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHELL = ("bash", "sh", "shell", "console")
 MARKER = re.compile(r"^<!-- docs-test: (?P<kind>run|skip|output)(?P<args>.*?)\s*-->\s*$")
 ARG = re.compile(r'(\w+)="([^"]*)"')
-SCRIPTS = {"clexp": "clexp", "clexp-report": "clexp.report", "clexp-reproduce": "clexp.reproduce"}
+SCRIPTS = {"clexp": "clexp", "clexp-report": "clexp.review.report", "clexp-reproduce": "clexp.reproduce"}
 
 
 @dataclass

@@ -140,7 +140,7 @@ def test_site_has_every_page_and_a_search_index(site):
     assert {"methods/quadratic.html", "sweeps.html", "api.html"} <= locations
     assert any("Fisher" in doc["text"] for doc in index["docs"] if doc["location"].startswith("methods/quadratic"))
     api = (site / "api.html").read_text(encoding="utf-8")
-    assert 'id="clexp.run"' in api and 'id="clexp.metrics.forgetting"' in api  # mkdocstrings rendered the API
+    assert 'id="clexp.run"' in api and 'id="clexp.core.metrics.forgetting"' in api  # mkdocstrings rendered the API
 
 
 PROBE = ("<script>window.addEventListener('load', () => { const b = document.body;"

@@ -61,8 +61,7 @@ def test_iterations_instead_of_epochs(tmp_path):
 
 
 def test_stream_checkpoint_is_written_and_loads_safely(tmp_path):
-    from clexp import checkpoint
-
+    from clexp.core import checkpoint
     run_stream(tmp_path, ["scenario.n_experiences=2", "train.epochs=1"])
     state = checkpoint.load(checkpoint.last_checkpoint(tmp_path))
     assert state["experience"] == 1 and len(state["accuracy"]["rows"]) == 2

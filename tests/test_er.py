@@ -8,11 +8,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from clexp.build import build_named
+from clexp.config.overrides import check_method_keys
+from clexp.core.build import build_named
+from clexp.core.runner import StreamRunner
+from clexp.core.validation import validate
 from clexp.methods.er import ExperienceReplay
-from clexp.overrides import check_method_keys
-from clexp.runner import StreamRunner
-from clexp.validation import validate
 from tests.conftest import CONF, FAST, compose, run_stream
 from tests.stop_resume import stopped_and_resumed
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
-from clexp.module import ContinualModule
+from clexp.core.module import ContinualModule
 from tests.cases import SHARED_CLASSIFIER
 from tests.conftest import compose
 

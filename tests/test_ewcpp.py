@@ -10,10 +10,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from clexp.loader import TensorLoader
+from clexp.core.module import ContinualModule
+from clexp.data.loader import TensorLoader
 from clexp.methods.ewcpp import EWCPPPenalty, OnlineFisher
 from clexp.models import MLP
-from clexp.module import ContinualModule
 from tests import oracles
 
 N, BATCH = 24, 8
@@ -142,7 +142,7 @@ def test_the_snapshot_is_replaced_not_summed_and_the_average_runs_on():
 @pytest.mark.parametrize("kwargs,key", [({"alpha": 0.0}, "alpha"), ({"alpha": 1.5}, "alpha"),
                                         ({"update_every": 0}, "update_every"), ({"variant": "batch"}, "variant")])
 def test_bad_values_name_their_argument(kwargs, key):
-    from clexp.errors import ConfigError
+    from clexp.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match=key):
         OnlineFisher(**kwargs)

@@ -35,7 +35,7 @@ def test_a_user_method_checks_its_values_like_clexp_s_own(tmp_path, monkeypatch)
     import pytest
 
     import clexp
-    from clexp.errors import ConfigError
+    from clexp.config.errors import ConfigError
 
     monkeypatch.syspath_prepend(str(EXAMPLE))
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,6 @@
 """A bad config value is reported before torch / Lightning are imported (issue: a config error in < 2 s).
 
-The rules come from each class's `ARGS`, read from source by `clexp.argspec` without importing the
+The rules come from each class's `ARGS`, read from source by `clexp.config.argspec` without importing the
 module: the static reading must equal the classes' own rules, and the CLI must stop on them with the
 usual one line and exit 2 without importing torch.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clexp.argspec import check_args, static_rules
-from clexp.errors import ConfigError
+from clexp.config.argspec import check_args, static_rules
+from clexp.config.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,9 +87,9 @@ def test_static_rules_of_unknown_targets_are_empty():
 _PROBE = """
 import json, sys
 from hydra import compose, initialize_config_dir
-from clexp import conf_source
-from clexp.errors import ConfigError
-from clexp.validation import validate_light
+from clexp.config import conf_source
+from clexp.config.errors import ConfigError
+from clexp.core.validation import validate_light
 for overrides in json.loads(sys.argv[1]):
     with initialize_config_dir(conf_source.config_dir(), version_base="1.3", job_name="t"):
         cfg = compose("config", overrides=overrides)
@@ -201,8 +201,7 @@ def test_cli_bad_input_is_one_line_before_torch_in_under_2_s(tmp_path, case):
 def test_a_sweeper_preset_without_its_plugin_names_the_extra(tmp_path, clexp_main, monkeypatch):
     """`experiment=optuna_lam` after a plain `pip install .` (no Optuna plugin): one line naming the
     extra, in a single run and in a sweep, before anything runs."""
-    from clexp import launchers
-
+    from clexp.launch import launchers
     real = launchers._importable
     monkeypatch.setattr(launchers, "_importable", lambda m: "optuna" not in m and real(m))
     for argv in (["experiment=optuna_lam"], ["-m", "experiment=optuna_lam", "method=ewc"],
@@ -217,8 +216,8 @@ def test_a_sweeper_preset_without_its_plugin_names_the_extra(tmp_path, clexp_mai
 
 def test_group_options_of_a_config_dir_of_ones_own(tmp_path):
     """`--config-dir` adds options to a group: they are options, and a typo of theirs is named."""
-    from clexp import conf_source
-    from clexp.overrides import check_command_line
+    from clexp.config import conf_source
+    from clexp.config.overrides import check_command_line
 
     (tmp_path / "method").mkdir()
     (tmp_path / "method" / "mine.yaml").write_text("name: mine\n")
@@ -229,7 +228,7 @@ def test_group_options_of_a_config_dir_of_ones_own(tmp_path):
 
 def test_a_float64_model_is_refused_when_built():
     """A model of one's own in float64: refused before training, naming the model."""
-    from clexp.build import build_model
+    from clexp.core.build import build_model
     from tests.conftest import compose
 
     cfg = compose(["model._target_=tests.test_fast_config_errors.double_mlp"])
@@ -248,8 +247,8 @@ def double_mlp(input_shape, n_outputs, **kwargs):
 
 
 def test_adding_a_key_that_exists_says_to_set_it():
-    from clexp import conf_source
-    from clexp.overrides import check_command_line
+    from clexp.config import conf_source
+    from clexp.config.overrides import check_command_line
 
     with pytest.raises(ConfigError, match=r"seed exists already: set it without the '\+' \(seed=\.\.\.\)") as info:
         check_command_line(["+seed=3"], conf_source.config_dir())

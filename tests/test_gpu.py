@@ -26,9 +26,9 @@ NO_LOGGING = [*GPU, "train.epochs=null", f"train.iterations={STEPS}", "trainer.l
 
 def stream_runner(run_dir, overrides, extra_callbacks=()):
     """The real runner, as `tests.conftest.run_stream` builds it, with callbacks of the test's own."""
-    from clexp.presets import apply_preset
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.config.presets import apply_preset
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
 
     cfg = compose(list(overrides))
     apply_preset(cfg, list(overrides))
@@ -119,8 +119,7 @@ def test_mixed_precision_runs_with_float32_importances(tmp_path, method, precisi
 
 
 def importances(run_dir) -> dict[str, torch.Tensor]:
-    from clexp import checkpoint
-
+    from clexp.core import checkpoint
     module = checkpoint.load(checkpoint.last_checkpoint(run_dir))["module"]
     return {k: v for k, v in module.items() if "importance__" in k or "omega__" in k}
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from clexp import checkpoint
+from clexp.core import checkpoint
 from clexp.data.base import DataError
 from clexp.data.image_folder import load_image_folder
 from clexp.data.images import ImageFiles, input_batches, is_lazy
-from clexp.loader import StreamingLoader, TensorLoader
+from clexp.data.loader import StreamingLoader, TensorLoader
 from tests.conftest import run_stream
 from tests.test_pretrained import r18_state, torch_home  # noqa: F401 (fixtures)
 
@@ -96,7 +96,7 @@ def test_image_folder_has_an_augment_key():
 def test_augmented_streamed_run_equals_the_in_memory_run(tmp_path, folders):
     """Padding with black and colour jitter take each channel's training range: read from the files
     when they are streamed, it is the in-memory one, and so are the augmented batches and the results."""
-    from clexp.augment import channel_range
+    from clexp.data.augment import channel_range
 
     lazy = load_image_folder(folders / "train", folders / "test", in_memory=False, workers=0)
     mem = load_image_folder(folders / "train", folders / "test", in_memory=True, workers=0)
@@ -159,9 +159,9 @@ def test_resume_mid_experience_on_the_lazy_path(tmp_path, folders):
     and weights as the uninterrupted streamed run (the sampler's position is in the checkpoint)."""
     import pytorch_lightning as pl
 
-    from clexp.presets import apply_preset
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.config.presets import apply_preset
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
     from tests.conftest import compose
 
     class Stop(Exception):

@@ -6,10 +6,10 @@ import copy
 import pytorch_lightning as pl
 import torch
 
-from clexp.loader import TensorLoader
+from clexp.core.module import ContinualModule
+from clexp.data.loader import TensorLoader
 from clexp.methods.l2 import L2Penalty, UniformImportance
 from clexp.models import MLP
-from clexp.module import ContinualModule
 
 
 def data(task, n=32, seed=0, classes=(0, 1)):

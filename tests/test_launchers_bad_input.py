@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clexp import launchers
+from clexp.launch import launchers
 
 
 def _one_line_error(out, *words):

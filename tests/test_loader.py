@@ -2,7 +2,7 @@
 
 import torch
 
-from clexp.loader import TensorLoader
+from clexp.data.loader import TensorLoader
 
 
 def test_one_pass_covers_every_sample_once():

@@ -10,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from clexp.loader import TensorLoader
+from clexp.core.module import ContinualModule
+from clexp.data.loader import TensorLoader
 from clexp.methods.lwf import Distillation, DistillationTeacher
 from clexp.models import CNN, MLP
-from clexp.module import ContinualModule
 
 
 def perturb(model, seed, scale=0.5):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from clexp import metrics
+from clexp.core import metrics
 
 R3 = [
     [0.9, 0.1, 0.0],

@@ -123,7 +123,7 @@ def test_image_models_reject_flat_inputs():
 def test_every_model_config_follows_the_contract(name, multihead, tmp_path):
     """Each conf/model node is instantiated whole (no key stripped) with the runner's arguments, and
     the model has what clexp/models/__init__.py promises."""
-    from clexp.build import build_model, load_stream
+    from clexp.core.build import build_model, load_stream
     from tests.conftest import compose
 
     overrides = [f"model={name}", f"model.multihead={str(multihead).lower()}", "model.freeze_norm_stats=true",

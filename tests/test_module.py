@@ -4,10 +4,10 @@ in the step, gradient clipping by norm."""
 import pytorch_lightning as pl
 import torch
 
-from clexp.loader import TensorLoader
+from clexp.core.module import ContinualModule
+from clexp.data.loader import TensorLoader
 from clexp.methods.quadratic import QuadraticPenalty
 from clexp.models import MLP
-from clexp.module import ContinualModule
 
 
 def fit(module, steps=3, n=24):
@@ -65,7 +65,7 @@ def test_loss_scale_is_a_device_tensor_only_under_a_scaler():
     tensor (no host sync); without a scaler there is nothing to scale."""
     from types import SimpleNamespace
 
-    from clexp.module import loss_scale
+    from clexp.core.module import loss_scale
 
     assert loss_scale(None, torch.device("cpu")) is None
     assert loss_scale(SimpleNamespace(precision_plugin=object()), torch.device("cpu")) is None

@@ -2,7 +2,7 @@
 
 from omegaconf import OmegaConf
 
-from clexp.naming import sweep_group
+from clexp.core.naming import sweep_group
 from tests.conftest import compose
 
 

@@ -5,13 +5,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from clexp.core.module import ContinualModule
 from clexp.curvature import diag_fisher
-from clexp.loader import TensorLoader
+from clexp.data.loader import TensorLoader
+from clexp.data.stream import Experience
 from clexp.models import MLP
-from clexp.module import ContinualModule
 from clexp.optim import NGD
 from clexp.optim.ngd_fisher import NaturalGradientFisher
-from clexp.stream import Experience
 from tests.conftest import run_stream
 
 

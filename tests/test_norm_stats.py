@@ -9,10 +9,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from clexp import checkpoint
-from clexp.loader import TensorLoader
+from clexp.core import checkpoint
+from clexp.core.module import ContinualModule
+from clexp.data.loader import TensorLoader
 from clexp.models import CNN, ResNet18
-from clexp.module import ContinualModule
 from tests.conftest import clexp_cli
 
 SIZE = 16  # images large enough for every model here (the reduced ResNet-18 needs 16×16)

@@ -62,8 +62,7 @@ def test_a_rerun_continues_the_study_without_rewriting_its_jobs(tmp_path):
 def test_each_method_gets_its_own_search_range(method, low, high):
     from hydra import compose, initialize_config_dir
 
-    from clexp import conf_source
-
+    from clexp.config import conf_source
     with initialize_config_dir(conf_source.config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=optuna_lam", f"method={method}"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params["method.lam"] == f"tag(log, interval({low}, {high}))"

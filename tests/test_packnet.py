@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from clexp.errors import ConfigError
+from clexp.config.errors import ConfigError
+from clexp.core.runner import StreamRunner
+from clexp.core.validation import validate
 from clexp.methods.packnet import FREE, PackNetMasks, prunable_parameters
 from clexp.models import MLP
-from clexp.runner import StreamRunner
-from clexp.validation import validate
 from tests.conftest import FAST, compose
 from tests.stop_resume import stopped_and_resumed
 
@@ -56,8 +56,8 @@ def test_pruning_mask_equals_a_direct_computation(p):
 
 def test_prunable_parameters_are_backbone_weights():
     model = compose(["model=cnn", "model.batch_norm=true"])  # config only: the names come from a built model
-    from clexp.build import build_model
-    from clexp.stream import Stream
+    from clexp.core.build import build_model
+    from clexp.data.stream import Stream
 
     net = build_model(model, Stream("s", "task", [], n_outputs=4, input_shape=(1, 8, 8)))
     prunable, shared = prunable_parameters(net)

@@ -3,7 +3,7 @@ runs a one-step smoke stream on tiny files in the real formats."""
 
 import pytest
 
-from clexp.presets import apply_preset
+from clexp.config.presets import apply_preset
 from tests.conftest import compose, run_stream
 from tests.test_data_sources import no_md5, tiny_cifar, tiny_mnist  # noqa: F401 (fixture)
 

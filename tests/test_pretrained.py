@@ -125,8 +125,8 @@ def test_heads_replace_the_classifier(torch_home, multihead):
 
 
 def test_masked_shared_head_in_task_il(tmp_path, torch_home):
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
 
     cfg = compose([*QUIET, "model=torchvision", "model.weights=IMAGENET1K_V1", "model.image_size=32", "dataset=arrays",
                    f"dataset.path={images(tmp_path / 'd.pt')}", "dataset.normalize=false", "scenario.n_experiences=2",
@@ -143,8 +143,8 @@ def test_masked_shared_head_in_task_il(tmp_path, torch_home):
 @pytest.mark.parametrize("trainable,free,method", [("head", ["head."], "ewc"),
                                                    ("last:1", ["head.", "features.layer4.1."], "ewc")])
 def test_frozen_parameters_stay_put_and_are_not_regularized(tmp_path, torch_home, r18_state, trainable, free, method):
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
 
     cfg = compose([*QUIET, "model=torchvision", "model.weights=IMAGENET1K_V1", "dataset=arrays",
                    f"dataset.path={images(tmp_path / 'd.pt', n_train=8, n_test=4, size=16)}", "dataset.normalize=false",
@@ -188,8 +188,8 @@ def test_last_k_blocks_of_a_vit():
 
 
 def test_feature_cache_equals_the_frozen_backbone(tmp_path, torch_home):
-    from clexp.runner import StreamRunner
-    from clexp.validation import validate
+    from clexp.core.runner import StreamRunner
+    from clexp.core.validation import validate
 
     base = [*QUIET, "model=torchvision", "model.weights=IMAGENET1K_V1", "model.image_size=32", "dataset=arrays",
             f"dataset.path={images(tmp_path / 'd.pt', n_train=16, n_test=8)}", "dataset.normalize=false",
@@ -231,7 +231,7 @@ BAD = [
 
 def test_bad_model_input_is_one_line_before_training(tmp_path, torch_home, clexp_main):
     """Each bad value: exit 2 and one line naming the key and what is allowed, before any data is read."""
-    from clexp.validation import validate
+    from clexp.core.validation import validate
 
     data = images(tmp_path / "d.pt")
     for i, (override, key, hint) in enumerate(BAD):

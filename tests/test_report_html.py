@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from clexp.report import main
-from clexp.results import versions
+from clexp.core.results import versions
+from clexp.review.report import main
 from tests.conftest import clexp_cli
 from tests.test_report import fake_failed, fake_run
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from clexp import report_html, stats
-from clexp.records import collect, read_choices, read_overrides
-from clexp.report import main
+from clexp.review import report_html, stats
+from clexp.review.records import collect, read_choices, read_overrides
+from clexp.review.report import main
 from tests.test_selection import fake_job
 
 NAIVE = [0.50, 0.60, 0.55]
@@ -149,8 +149,7 @@ def test_overrides_read_as_yaml_reads_them(tmp_path):
 def test_strength_figure_marks_the_selected_strength_and_draws_the_interval(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from clexp import report
-
+    from clexp.review import report
     vals = {1.0: (0.6, 0.62, 0.61), 10.0: (0.8, 0.81, 0.79)}  # λ = 10 is selected on validation
     tests = {1.0: (0.70, 0.75, 0.72), 10.0: (0.50, 0.56, 0.53)}  # ... though λ = 1 is better on test
     job = 0
@@ -175,8 +174,8 @@ def test_every_method_is_compared_with_naive_and_with_the_best(tmp_path):
     job = small_sweep(tmp_path)  # naive and ewc (the better on validation)
     for seed, v in enumerate((0.51, 0.58, 0.50)):
         fake_job(tmp_path / str(job + seed), "si", 1.0, seed, v, v)
-    from clexp.comparisons import compare
-    from clexp.selection import select
+    from clexp.review.comparisons import compare
+    from clexp.review.selection import select
 
     pairs = {(r["method"], r["against"]) for r in compare(select(collect([tmp_path])))}
     assert pairs == {("ewc", "naive"), ("si", "naive"), ("si", "best: ewc")}

@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from clexp import reproduce
-from clexp.errors import ConfigError
-from clexp.presets import apply_preset
+from clexp.config.errors import ConfigError
+from clexp.config.presets import apply_preset
 from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from clexp.runner import StreamRunner
-from clexp.validation import validate
+from clexp.core.runner import StreamRunner
+from clexp.core.validation import validate
 from tests.conftest import FAST, compose
 from tests.stop_resume import stopped_and_resumed
 

@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-from clexp import checkpoint
+from clexp.core import checkpoint
 from tests.conftest import clexp_cli
 
 # task-IL so that the penalty matters; 2 epochs × 9 batches = 18 steps per experience

@@ -5,9 +5,9 @@ experience ends, RWalk's running Fisher and path sums, and EWC's per-batch Fishe
 import pytest
 import torch
 
-from clexp import checkpoint
-from clexp.runner import StreamRunner
-from clexp.validation import validate
+from clexp.core import checkpoint
+from clexp.core.runner import StreamRunner
+from clexp.core.validation import validate
 from tests.conftest import FAST, compose
 from tests.stop_resume import Stop, StopAt
 

@@ -10,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from clexp.loader import TensorLoader
+from clexp.core.module import ContinualModule
+from clexp.data.loader import TensorLoader
 from clexp.methods.rwalk import DEFAULT_EPS, RWalk, RWalkPenalty, combine, interval_score, min_max
 from clexp.models import MLP
-from clexp.module import ContinualModule
 from tests import oracles
 
 N, BATCH, EPOCHS, DT, ALPHA, LR = 24, 8, 2, 4, 0.7, 0.1  # 6 steps per experience: intervals 4 + 2
@@ -193,7 +193,7 @@ def test_difference_6_the_incomplete_last_interval(variant, closed):
 @pytest.mark.parametrize("kwargs,key", [({"variant": "both"}, "variant"), ({"eps": 0.0}, "eps"),
                                         ({"alpha": 0}, "alpha"), ({"update_every": 0}, "update_every")])
 def test_bad_values_name_their_argument(kwargs, key):
-    from clexp.errors import ConfigError
+    from clexp.config.errors import ConfigError
 
     with pytest.raises(ConfigError, match=key):
         RWalk(**kwargs)

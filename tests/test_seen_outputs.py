@@ -4,9 +4,9 @@ importances and the predictions of experience i use only the classes of experien
 import pytorch_lightning as pl
 import torch
 
+from clexp.core.runner import StreamRunner
+from clexp.core.validation import validate
 from clexp.methods.base import task_groups
-from clexp.runner import StreamRunner
-from clexp.validation import validate
 from tests.conftest import FAST, compose
 
 SEEN = [*FAST, "plots=false", "train.epochs=1", "train.val_fraction=0", "scenario.outputs=seen"]

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from clexp.report import collect, main
-from clexp.selection import COLUMNS, WARNING, emit_overrides, objective_value, select
+from clexp.review.report import collect, main
+from clexp.review.selection import COLUMNS, WARNING, emit_overrides, objective_value, select
 from tests.conftest import clexp_cli
 
 # val and test rankings disagree: on validation λ=10 wins, on test λ=1000 wins
@@ -169,7 +169,7 @@ def clexp_cli_report(cwd, args):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "clexp.report", *args], cwd=cwd, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "clexp.review.report", *args], cwd=cwd, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout

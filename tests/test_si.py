@@ -8,11 +8,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from clexp.loader import TensorLoader
+from clexp.core.module import ContinualModule
+from clexp.data.loader import TensorLoader
+from clexp.data.stream import Experience
 from clexp.methods.si import PathIntegral, PathIntegralPenalty, accumulate, importance
 from clexp.models import MLP
-from clexp.module import ContinualModule
-from clexp.stream import Experience
 
 
 def test_path_integral_on_a_quadratic_matches_the_closed_form():

@@ -5,8 +5,8 @@ import pytest
 import pytorch_lightning as pl
 from torch import nn
 
-from clexp.runner import StreamRunner
-from clexp.validation import validate
+from clexp.core.runner import StreamRunner
+from clexp.core.validation import validate
 from tests.conftest import compose
 
 

@@ -1,4 +1,4 @@
-"""clexp.stats against closed forms, scipy and independent computations on known samples: the t and
+"""clexp.review.stats against closed forms, scipy and independent computations on known samples: the t and
 bootstrap intervals, the IQM, the probability of improvement, the seeds a paired t test needs (G*Power's
 table and a Monte Carlo power), selection shares, the stratified bootstrap and the performance profile."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from clexp import stats
+from clexp.review import stats
 
 
 def test_t_interval_is_the_closed_form():

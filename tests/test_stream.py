@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from clexp.data.base import SourceData
-from clexp.stream import build_permuted, build_rotated, build_split, class_order
+from clexp.data.stream import build_permuted, build_rotated, build_split, class_order
 
 
 def toy(n_classes=10, per_class=6, shape=(1, 4, 4)) -> SourceData:
@@ -98,8 +98,8 @@ def test_rotated_uses_fixed_angles():
 
 
 def test_scenario_objects_build_streams_and_check_their_values():
-    from clexp.errors import ConfigError
-    from clexp.stream import Permuted, Rotated, Split
+    from clexp.config.errors import ConfigError
+    from clexp.data.stream import Permuted, Rotated, Split
 
     assert len(Split(incremental="class", n_experiences=2)(toy())) == 2
     assert Split(n_experiences=2)(toy()).name == "split_toy"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from clexp.summary_run import run_id, summary_run
-from clexp.sweep import job_rows
+from clexp.launch.sweep import job_rows
+from clexp.review.summary_run import run_id, summary_run
 from tests.test_selection import fake_sweep
 
 
@@ -27,7 +27,7 @@ def inspect(run_folder: Path) -> dict:
 def test_one_silent_summary_run_per_sweep_with_the_statistics(tmp_path, capfd, monkeypatch):
     monkeypatch.delenv("WANDB_SILENT", raising=False)  # silent by its own settings, not the environment
     fake_sweep(tmp_path)  # ewc at three strengths and naive, two seeds each, with validation splits
-    config = OmegaConf.create({"logger": {"_target_": "clexp.loggers.WandbLogging", "mode": "offline",
+    config = OmegaConf.create({"logger": {"_target_": "clexp.core.loggers.WandbLogging", "mode": "offline",
                                           "project": "clexp-test"}, "group": "g"})
     for _ in range(2):  # the sweep ends twice (re-run with sweep resume): still one run
         summary_run(config, tmp_path, job_rows(tmp_path))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from clexp import sweep_resume
+from clexp.launch import sweep_resume
 from tests.conftest import clexp_cli, compose
 
 QUICK = ["experiment=smoke", "logger=none", "scenario.n_experiences=2", "model.hidden=[16]", "plots=false",
@@ -24,7 +24,7 @@ def test_a_completed_job_with_the_same_config_is_skipped_with_its_objective(tmp_
     _completed(tmp_path, cfg)
     import importlib.util
 
-    val = importlib.util.find_spec("clexp.selection") is not None  # objective: val (the default), when known
+    val = importlib.util.find_spec("clexp.review.selection") is not None  # objective: val (the default), when known
     assert sweep_resume.skip(cfg, tmp_path, multirun=True) == (True, 0.25 if val else 0.5)
     assert capsys.readouterr().out.count("Skipped:") == 1
     cfg.objective = "test"

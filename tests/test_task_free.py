@@ -7,8 +7,8 @@ experience's data; every method runs without boundaries."""
 import pytest
 import torch
 
-from clexp.runner import StreamRunner, task_free_steps
-from clexp.validation import validate
+from clexp.core.runner import StreamRunner, task_free_steps
+from clexp.core.validation import validate
 from tests.conftest import FAST, compose
 
 TINY = [*FAST, "model.hidden=[16]", "plots=false", "optimizer=adam", "optimizer.lr=0.01"]

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
+from clexp.config.errors import ConfigError
 from clexp.data.base import SourceData
-from clexp.errors import ConfigError
-from clexp.stream import Permuted, Split, carve_validation, smallest_working_fraction
+from clexp.data.stream import Permuted, Split, carve_validation, smallest_working_fraction
 from tests.conftest import compose, run_stream
 
 
@@ -57,7 +57,7 @@ def test_split_depends_on_the_seed_and_the_experience_only():
 
 
 def test_the_same_split_for_every_method_and_strength_of_a_sweep(tmp_path):
-    from clexp.build import components, load_stream
+    from clexp.core.build import components, load_stream
 
     def val_sets(overrides):
         cfg = compose(["seed=2", *overrides])

@@ -49,7 +49,7 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def test_config_dir_in_the_checkout_is_the_top_level_conf():
-    from clexp.conf_source import CONFIG_PATH, config_dir
+    from clexp.config.conf_source import CONFIG_PATH, config_dir
 
     assert Path(config_dir()) == CONF.resolve() and CONFIG_PATH == config_dir()
 
@@ -64,7 +64,7 @@ def test_wheel_holds_every_config_under_the_package(wheel):
         for rel in expected:
             assert zf.read(f"clexp/conf/{rel}") == (CONF / rel).read_bytes(), rel
     assert not any(n.startswith("conf/") for n in names)  # no top-level `conf` package in site-packages
-    assert "clexp/conf_source.py" in names and "clexp/train.py" in names
+    assert "clexp/config/conf_source.py" in names and "clexp/train.py" in names
     assert "hydra_plugins/clexp_optuna/resumable_sweeper.py" in names  # the sweeper Hydra finds by its namespace
     assert "hydra_plugins/__init__.py" not in names  # a namespace shared with Hydra's own plugins
 
@@ -84,7 +84,8 @@ def test_installed_wheel_runs_the_default_experiment_from_another_folder(wheel, 
     env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     env.pop("CLEXP_DATA_DIR", None)
     probe = subprocess.run(
-        [sys.executable, "-c", "import clexp, clexp.conf_source as c; print(clexp.__file__); print(c.CONFIG_PATH)"],
+        [sys.executable, "-c",
+         "import clexp, clexp.config.conf_source as c; print(clexp.__file__); print(c.CONFIG_PATH)"],
         cwd=work, env=env, capture_output=True, text=True, timeout=120,
     )
     assert probe.returncode == 0, probe.stderr

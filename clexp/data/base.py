@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from clexp.errors import DataError  # noqa: F401 - re-exported: clexp.data.base.DataError
+from clexp.config.errors import DataError  # noqa: F401 - re-exported: clexp.data.base.DataError
 
 
 @dataclass

@@ -40,12 +40,12 @@ from pathlib import Path
 
 import torch
 
+from clexp.config.errors import ConfigError, check, check_choice, check_int
 from clexp.data.base import DataError, Protocol, declared
 from clexp.data.download import check_md5, ensure_unpacked, extract_zip, extracted_marker, fetch
 from clexp.data.image_folder import build_decoding, check_loader_options, finish_source, parse_image_size
 from clexp.data.images import read_headers
 from clexp.data.torchvision_sources import resolve_root
-from clexp.errors import ConfigError, check, check_choice, check_int
 
 SITE = "https://vlomonaco.github.io/core50"
 # (folder, archive, URL, md5). The 128×128 archive and the metadata: the official addresses of the CORe50

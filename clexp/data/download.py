@@ -9,9 +9,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from clexp.config.errors import one_line
 from clexp.data.atomic import file_lock
 from clexp.data.base import DataError
-from clexp.errors import one_line
 
 CHUNK = 1 << 20
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from clexp.config.errors import ConfigError, check, check_int, check_number
 from clexp.data.base import DataError, SourceData, declared
 from clexp.data.images import (
     IMAGE_EXTENSIONS,
@@ -35,7 +36,6 @@ from clexp.data.images import (
     read_headers,
 )
 from clexp.data.torchvision_sources import resolve_root
-from clexp.errors import ConfigError, check, check_int, check_number
 
 WHAT = "dataset=image_folder"
 

@@ -4,7 +4,7 @@
 `Experience.x_test`, ...): it holds file paths, never pixels. Indexing it (a bool mask, index
 tensor, slice) gives another `ImageFiles` over the selected files, so the scenarios split it by
 class, carve validation splits and take subsets without decoding anything. Pixels appear only in
-batches: `input_batches` (evaluation, importance estimation) and `clexp.loader.StreamingLoader`
+batches: `input_batches` (evaluation, importance estimation) and `clexp.data.loader.StreamingLoader`
 (training) decode them in `DataLoader` worker processes, with one function, `Decoding.__call__`, that
 the in-memory path (`materialise`) uses too — so both paths see bit-identical inputs.
 
@@ -437,7 +437,7 @@ def choose_memory(in_memory, budget_gb: float, nbytes: int, what: str) -> bool:
     """`dataset.in_memory` (auto | true | false) → decode into tensors (True) or stream (False)."""
     choice = str(in_memory).lower() if not isinstance(in_memory, bool) else ("true" if in_memory else "false")
     if choice not in ("auto", "true", "false"):
-        from clexp.errors import ConfigError
+        from clexp.config.errors import ConfigError
 
         raise ConfigError("in_memory", in_memory, "auto, true or false")
     resident = choice == "true" or (choice == "auto" and nbytes <= float(budget_gb) * 2**30)

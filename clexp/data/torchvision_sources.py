@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from clexp.config.errors import one_line
 from clexp.data.atomic import file_lock
 from clexp.data.base import DataError, SourceData, declared
-from clexp.errors import one_line
 
 CACHE_DIR = "clexp-cache"
 CACHE_VERSION = 2

@@ -29,8 +29,8 @@ def run_task(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def _log_figures(cfg: DictConfig, run_dir: Path) -> None:
-    from clexp.build import build
-    from clexp.loggers import WandbLogging, wandb_mode
+    from clexp.core.build import build
+    from clexp.core.loggers import WandbLogging, wandb_mode
 
     logging = build(cfg.logger, "logger")
     if not isinstance(logging, WandbLogging):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from clexp.core.plots import pyplot
 from clexp.curvature import diag_fisher
 from clexp.geometry.first_experience import train_first_experience
-from clexp.plots import pyplot
 
 
 def ranks(v: torch.Tensor) -> torch.Tensor:

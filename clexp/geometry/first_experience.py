@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clexp.build import build_model, build_optimizer, load_stream
-from clexp.loader import TensorLoader
+from clexp.core.build import build_model, build_optimizer, load_stream
+from clexp.data.loader import TensorLoader
 
 
 def train_first_experience(cfg):

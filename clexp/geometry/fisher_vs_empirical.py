@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from clexp.plots import pyplot
+from clexp.core.plots import pyplot
 
 
 def problem(n: int = 100, seed: int = 0):

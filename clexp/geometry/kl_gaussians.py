@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from clexp.plots import pyplot
+from clexp.core.plots import pyplot
 
 
 def kl_closed_form(mu1: float, s1: float, mu2: float, s2: float) -> float:

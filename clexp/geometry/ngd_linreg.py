@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from clexp.core.plots import pyplot
 from clexp.optim import NGD
-from clexp.plots import pyplot
 
 
 def data(n: int = 200, seed: int = 0, scale: float = 0.2, w: float = 3.0, b: float = 1.0):

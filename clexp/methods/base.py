@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.data.images import input_batches, is_lazy
 
 # inputs decoded per chunk when importance estimation reads the experience from files
@@ -92,7 +92,7 @@ def over_chunks(trainer, pl_module, x, y, estimate: Callable, multiple: int = 1,
     mean over the whole shard, as in memory. A progress bar shows when the read takes long."""
     if not is_lazy(x):
         return estimate(x, y, True)
-    from clexp.callbacks.progress import chunk_progress
+    from clexp.core.callbacks.progress import chunk_progress
     from clexp.curvature.distributed import all_reduce_sums
 
     size = math.ceil(READ_CHUNK / multiple) * multiple
@@ -193,7 +193,7 @@ class ImportanceCallback(pl.Callback):
 
     Without boundaries (a task-free stream, `pl_module.task_free`) there is no end of an experience:
     the consolidation runs every `consolidate_every` optimizer steps of the stream instead (a method
-    with `needs_boundaries` refuses a task-free stream without it: clexp/validation.py). When the
+    with `needs_boundaries` refuses a task-free stream without it: clexp/core/validation.py). When the
     importance must come from the training batches (`from_batches`: task-free, or the online setting),
     an estimator that reads the experience's data writes `estimate_batch` too: the consolidated
     importance is then the mean of its per-batch estimates since the last consolidation (each batch
@@ -276,6 +276,6 @@ class ImportanceCallback(pl.Callback):
 
     def show(self, trainer, pl_module, importance: dict[str, torch.Tensor], title: str) -> None:
         if self.plot and trainer.is_global_zero:
-            from clexp.plots import log_importance
+            from clexp.core.plots import log_importance
 
             log_importance(trainer, importance, int(pl_module.experience), title)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 
 
 @torch.no_grad()

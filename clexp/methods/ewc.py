@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from clexp.argspec import check_args, rules_of
+from clexp.config.argspec import check_args, rules_of
 from clexp.curvature.fisher import BATCH_VARIANTS, FISHER_VARIANTS
 from clexp.methods.base import ImportanceCallback, batch_generator, batch_mean, experience_shard, over_chunks
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.curvature.fisher import FISHER_VARIANTS
 from clexp.methods.base import ImportanceCallback, batch_generator, batch_mean
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.methods.projection import ConstraintCallback, ConstraintState, eval_mode, sample_experience, tensor_bytes
 
 log = logging.getLogger("clexp")

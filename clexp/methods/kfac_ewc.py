@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.curvature.kronecker import hooked_layers, weight_matrix
 from clexp.methods.base import Regularizer, batch_generator, batch_mean, experience_shard, over_chunks
 from clexp.methods.ewc import FisherImportance

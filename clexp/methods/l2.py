@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.methods.base import ImportanceCallback
 from clexp.methods.quadratic import QuadraticPenalty
 

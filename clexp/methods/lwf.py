@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.methods.base import Regularizer
 
 
@@ -153,7 +153,7 @@ class DistillationTeacher(pl.Callback):
     needs_boundaries = True
 
     def __init__(self, consolidate_every: int | None = None):
-        from clexp.errors import check_int
+        from clexp.config.errors import check_int
 
         check_int("consolidate_every", consolidate_every, allow_none=True)
         self.consolidate_every = consolidate_every

@@ -6,7 +6,7 @@ code). See clexp/curvature/sensitivity.py."""
 
 from __future__ import annotations
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.curvature.sensitivity import MAS_VARIANTS
 from clexp.methods.base import ImportanceCallback, batch_mean, experience_shard, over_chunks
 from clexp.methods.quadratic import QuadraticPenalty

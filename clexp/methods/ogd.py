@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.methods.projection import (
     ConstraintCallback,
     ConstraintState,

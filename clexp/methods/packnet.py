@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clexp.argspec import check_args
-from clexp.errors import ConfigError
+from clexp.config.argspec import check_args
+from clexp.config.errors import ConfigError
 from clexp.methods.base import Regularizer
 from clexp.methods.quadratic import buffer_key
 
@@ -240,7 +240,7 @@ class PackNetPruning(pl.Callback):
     matrix's evaluation (`before_evaluation`): prune, retrain `retrain_epochs` epochs, freeze."""
 
     needs_boundaries = True
-    # a task-free stream has no experience end to prune at: refused before training (clexp/validation.py)
+    # a task-free stream has no experience end to prune at: refused before training (clexp/core/validation.py)
     task_free_refusal = ("false for method=packnet: PackNet prunes and freezes an experience's weights at its end, "
                          "and a task-free stream has no ends")
     before_evaluation = True

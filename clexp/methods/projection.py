@@ -23,7 +23,7 @@ the method changes the step's gradient right before the optimizer uses it.
      step of every optimizer keep the old experiences' protected outputs, whatever its state. Plain SGD
      (`torch.optim.SGD`, momentum 0 and weight decay 0 in every group) needs it not and skips it.
   These methods consolidate at experience boundaries only: a task-free stream is refused
-  (`supports_task_free = False`, clexp/validation.py).
+  (`supports_task_free = False`, clexp/core/validation.py).
 - `constrained_parameters`: the parameters the constraint covers: every trainable parameter except the
   heads of a multi-head model (task-specific: a step of experience t touches head t alone, and no input of
   another experience ever reaches it).
@@ -124,7 +124,7 @@ class ConstraintCallback(pl.Callback):
     change of the constrained weights (after `optimizer.step()`); consolidates at every experience's end.
 
     Subclasses write `project(trainer, pl_module)` and `consolidate(trainer, pl_module)`; `report(pl_module)`
-    is what results.json records under `method_state` (clexp/runner.py). With `projects_steps`, the
+    is what results.json records under `method_state` (clexp/core/runner.py). With `projects_steps`, the
     regularizer writes `step_start() -> the constrained weights before the step` and
     `project_step(before)`."""
 

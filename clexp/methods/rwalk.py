@@ -43,7 +43,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.methods.ewcpp import VARIANTS, OnlineFisher, RunningFisherPenalty
 from clexp.methods.quadratic import buffer_key
 from clexp.methods.si import accumulate, task_gradient

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.methods.base import ImportanceCallback, task_free
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
@@ -71,7 +71,7 @@ def importance(omega, start, params, xi: float) -> list[torch.Tensor]:
 def task_gradient(trainer, pl_module, grads: list[torch.Tensor]) -> None:
     """Copy the task loss's gradient into `grads` (in `on_after_backward`: before the module adds the
     penalty's, callbacks run first); unscaled under mixed precision."""
-    from clexp.module import loss_scale
+    from clexp.core.module import loss_scale
 
     for g, p in zip(grads, pl_module.regularizer._params(pl_module.model)):
         if p.grad is None:

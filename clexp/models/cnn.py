@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.models.heads import ContinualClassifier
 from clexp.models.mlp import dense_stack
 
@@ -55,4 +55,4 @@ def CNN(
                                n_experiences if multihead else 1, freeze_norm_stats)
 
 
-CNN.ARGS = {"channels": ("ints", {}), "hidden": ("ints", {"one": True})}  # read from source (clexp.argspec)
+CNN.ARGS = {"channels": ("ints", {}), "hidden": ("ints", {"one": True})}  # read from source (clexp.config.argspec)

@@ -30,7 +30,7 @@ import re
 
 from torch import nn
 
-from clexp.errors import ConfigError
+from clexp.config.errors import ConfigError
 
 BLOCK_CLASSES = frozenset({
     "BasicBlock", "Bottleneck", "EncoderBlock", "SwinTransformerBlock", "SwinTransformerBlockV2", "CNBlock",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.models.heads import ContinualClassifier
 
 
@@ -28,7 +28,7 @@ def MLP(
                                n_experiences if multihead else 1, freeze_norm_stats)
 
 
-MLP.ARGS = {"hidden": ("ints", {})}  # read from source before torch is imported (clexp.argspec)
+MLP.ARGS = {"hidden": ("ints", {})}  # read from source before torch is imported (clexp.config.argspec)
 
 
 def dense_stack(width: int, hidden: Sequence[int], dropout: float = 0.0) -> tuple[list[nn.Module], int]:

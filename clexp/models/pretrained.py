@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clexp.errors import ConfigError, check
+from clexp.config.errors import ConfigError, check
 from clexp.models.freeze import (
     FORMS,
     count,
@@ -468,7 +468,7 @@ def _timm_ids(net, arch, trainable):
 
 
 def check_config(cfg) -> None:
-    """Run by `clexp.validation` before any data is read: the model's keys, the weights' file (found in
+    """Run by `clexp.core.validation` before any data is read: the model's keys, the weights' file (found in
     its cache or fetched, else one line naming it), and that the images reach the weights in [0, 1]."""
     node = cfg.model
     target = str(node.get("_target_", ""))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 
 
 class NGD(torch.optim.Optimizer):

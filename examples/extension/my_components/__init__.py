@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from clexp.argspec import check_args
+from clexp.config.argspec import check_args
 from clexp.data.base import SourceData
 from clexp.methods.base import ImportanceCallback
 from clexp.methods.quadratic import QuadraticPenalty
