@@ -110,6 +110,7 @@ def test_train_log_holds_the_warnings_and_the_failure_line(tmp_path):
     assert [k for k in kinds if k] == ["start", "python", "row", "warning", "failure"], lines
     warning = next(s for s in out.stdout.splitlines() if "stiffer than SGD" in s)
     assert warning.startswith("WARNING [clexp] experience 1: ")  # a line of its own on the console
+    assert "Use method.c < " in warning  # SI's strength by its own key (conf/method/si.yaml `strength: c`)
     assert "a warning of the user's callback" not in out.stderr  # logged (console: stdout), not printed raw
 
 

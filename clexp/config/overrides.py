@@ -16,8 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from clexp.config.errors import ConfigError
 
-# keys of a method node that the runner itself reads, or that hold its objects
-METHOD_OWN = ("name", "joint", "regularizer", "callbacks")
+# keys of a method node that the runner itself reads, or that hold its objects; `strength` names the key of
+# the method's strength (run names, the report, warnings)
+METHOD_OWN = ("name", "strength", "joint", "regularizer", "callbacks")
 _REF = re.compile(r"\$\{method\.([A-Za-z0-9_]+)")
 
 
@@ -35,6 +36,10 @@ def unused_method_keys(method: DictConfig) -> list[str]:
 
 
 def check_method_keys(method: DictConfig) -> None:
+    strength = method.get("strength")
+    if strength is not None and (not isinstance(strength, str) or strength not in method):
+        raise ConfigError("method.strength", strength,
+                          "the name of one of the method's own keys (lam, c, ...), or null")
     unused = unused_method_keys(method)
     if unused:
         key = unused[0]

@@ -57,6 +57,7 @@ class ContinualModule(pl.LightningModule):
     bool) masks a shared head to each experience's outputs (task-IL without multiple heads);
     `seen_masks` (T × outputs, bool; class-IL with `scenario.outputs=seen`) masks the outputs to the classes
     seen up to the current experience, in training, importances and evaluation alike (`mask`).
+    `strength_key` names the method's strength (`lam`, `c`, ...) in the stiffness warning.
     The optimizer is built at the start of every experience from `optimizer` (a factory taking
     the model's parameters, e.g. a Hydra `_partial_` of `torch.optim.Adam`); the runner loads the
     previous experience's state into it when that is carried over (`train.reset_optimizer=false`).
@@ -88,8 +89,10 @@ class ContinualModule(pl.LightningModule):
         gradient_clip_val: float | None = None,
         augment: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None,
         seen_masks: torch.Tensor | None = None,
+        strength_key: str | None = None,
     ):
         super().__init__()
+        self.strength_key = strength_key  # the method's strength under `method.` (lam, c, ...), for warnings
         self.automatic_optimization = False
         self.model = model
         self.regularizer = regularizer
@@ -225,7 +228,8 @@ class ContinualModule(pl.LightningModule):
         if strength is None or not self.trainer.optimizers or not self.trainer.is_global_zero:
             return
         message = instability(self.regularizer.max_curvature(), self.trainer.optimizers[0],
-                              "the strength (method.lam / method.c)", float(strength))
+                              f"method.{self.strength_key}" if self.strength_key else "the strength",
+                              float(strength))
         if message:
             log.warning("experience %d: %s", int(self.experience), message)
 

@@ -16,7 +16,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-STRENGTH_KEYS = ("lam", "c")
+LEGACY_STRENGTH_KEYS = ("lam", "c")  # a method config without `strength` (written before it existed)
+
+
+def strength_key(method) -> str | None:
+    """The name of a method's strength under `method.` — what its config's `strength` says (`lam`, `c`,
+    `beta`, ...; null: no strength, e.g. naive) — read by run names, the report, the selection and the
+    stiffness warning. A config without `strength`: `lam` or `c`, whichever it sets."""
+    if method is None:
+        return None
+    if "strength" in method:
+        key = method.get("strength")
+        return str(key) if key else None
+    return next((k for k in LEGACY_STRENGTH_KEYS if method.get(k) is not None), None)
 
 
 def _number(value) -> str:
@@ -25,7 +37,7 @@ def _number(value) -> str:
 
 # keys the name already carries (a sweep over them adds nothing)
 NAMED_KEYS = {"method", "seed", "dataset", "dataset.name", "scenario", "scenario.name", "scenario.incremental",
-              "name", *(f"method.{key}" for key in STRENGTH_KEYS)}
+              "name", "method.strength"}
 
 
 def run_name(method: DictConfig, dataset: str, scenario: str, incremental: str, seed, task=None,
@@ -33,10 +45,9 @@ def run_name(method: DictConfig, dataset: str, scenario: str, incremental: str, 
     if task:
         return str(task)
     parts = [str(method.get("name", "method"))]
-    for key in STRENGTH_KEYS:
-        if key in method and method.get(key) is not None:
-            parts.append(f"{key}{_number(method[key])}")
-            break
+    key = strength_key(method)
+    if key and method.get(key) is not None:
+        parts.append(f"{key}{_number(method[key])}")
     callbacks = method.get("callbacks")
     if str(method.get("name")) != "er" and isinstance(callbacks, DictConfig) and "replay" in callbacks:
         parts.append("er")  # `+replay=er` (conf/replay/er.yaml) added experience replay to the method
@@ -86,7 +97,8 @@ def swept_parts(root: DictConfig | None) -> list[str]:
         return []
     from hydra.core.hydra_config import HydraConfig
 
-    keys = _swept_keys()
+    named = f"method.{strength_key(root.get('method'))}"  # already in the name
+    keys = [k for k in _swept_keys() if k != named]
     choices = HydraConfig.get().runtime.choices if keys else {}
     parts = []
     for key in keys:

@@ -38,6 +38,7 @@ from clexp.core.callbacks.compute import ComputeAccounting, forward_flops_per_sa
 from clexp.core.callbacks.stream_checkpoint import StreamCheckpoint
 from clexp.core.console import say
 from clexp.core.module import ContinualModule
+from clexp.core.naming import strength_key
 from clexp.core.results import collect, finish_outputs
 from clexp.data.augment import build_augment
 from clexp.data.images import cat_inputs, first_input, is_lazy
@@ -75,7 +76,7 @@ class StreamRunner:
         seen = self.stream.seen_masks if getattr(parts.scenario, "outputs", "all") == "seen" else None
         self.module = ContinualModule(self.model, parts.optimizer, parts.regularizer, self.stream.task_masks,
                                       gradient_clip_val=cfg.trainer.get("gradient_clip_val"), augment=self.augment,
-                                      seen_masks=seen)
+                                      seen_masks=seen, strength_key=strength_key(cfg.method))
         self.module.n_experiences = len(self.stream)
         self.module.task_free = self.task_free  # the method callbacks: no boundary events
         self.module.online_importance = bool(cfg.train.get("online", False))  # importances from the batches

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from clexp.core.naming import strength_key as strength_key_name
+
 try:  # the C loader of PyYAML (libyaml); the pure-Python one where a build lacks it
     from yaml import CSafeLoader as YamlLoader
 except ImportError:  # pragma: no cover
@@ -39,7 +41,7 @@ GROUP = ("dataset", "scenario", "incremental", "method", "strength")
 SCENARIO = ("dataset", "scenario", "incremental")
 # overrides already shown by a GROUP column (or the seed, the one key that rows average over)
 COVERED = frozenset({"seed", "dataset", "dataset.name", "scenario", "scenario.name", "scenario.incremental",
-                     "method", "method.name", "method.lam", "method.c"})
+                     "method", "method.name", "method.strength"})
 # where a failed job without a config says its GROUP columns
 FROM_OVERRIDES = {"dataset": ("dataset.name", "dataset"), "scenario": ("scenario.name", "scenario"),
                   "incremental": ("scenario.incremental",), "method": ("method.name", "method")}
@@ -110,28 +112,30 @@ def load_yaml(path: Path):
 
 
 def strength_of(method_cfg: dict) -> float | None:
-    """λ, or c for SI; None for methods without a strength (naive, joint)."""
-    for key in ("lam", "c"):
-        if method_cfg.get(key) is not None:
-            try:
-                return float(method_cfg[key])
-            except (TypeError, ValueError):
-                return None
-    return None
+    """The value of the method's strength (`method.strength` names its key: λ, c, ...); None for methods
+    without one (naive, joint)."""
+    key = strength_key_name(method_cfg)
+    if key is None or method_cfg.get(key) is None:
+        return None
+    try:
+        return float(method_cfg[key])
+    except (TypeError, ValueError):
+        return None
+
+
+SYMBOLS = {"lam": "λ"}  # how a strength's key is printed (others as written: c, beta, ...)
 
 
 def strength_name(method_cfg: dict) -> str:
-    """'c' for a method whose strength is `method.c` (SI), else 'λ'."""
-    return "c" if method_cfg.get("lam") is None and method_cfg.get("c") is not None else "λ"
+    """The strength as the report prints it: 'λ' for `lam`, else its key (`c` for SI, `beta`, ...)."""
+    key = strength_key_name(method_cfg)
+    return SYMBOLS.get(key, key) if key else "λ"
 
 
 def strength_key(method_cfg: dict) -> str:
-    """The override key of the method's strength: `method.lam`, `method.c`, or '' (no strength)."""
-    if method_cfg.get("lam") is not None:
-        return "method.lam"
-    if method_cfg.get("c") is not None:
-        return "method.c"
-    return ""
+    """The override key of the method's strength: `method.lam`, `method.c`, ..., or '' (no strength)."""
+    key = strength_key_name(method_cfg)
+    return f"method.{key}" if key and method_cfg.get(key) is not None else ""
 
 
 def scalar(text: str):
@@ -329,8 +333,8 @@ def collect(paths: list[str | Path], keep_config: bool = False) -> list[dict]:
             job["config"] = cfg
         if not completed:
             if described["strength"] is None:  # no config: the overrides may still name a strength
-                described["strength"] = strength_of({k.split(".", 1)[1]: scalar(v) for k, v in ov.items()
-                                                     if k in ("method.lam", "method.c")})
+                given = {k.split(".", 1)[1]: scalar(v) for k, v in ov.items() if k.startswith("method.")}
+                described["strength"] = strength_of(given) if strength_key_name(given) else None
             for column, names in FROM_OVERRIDES.items():
                 if described[column] is None:
                     described[column] = next((ov[k] for k in names if k in ov), None)
@@ -377,7 +381,7 @@ def varying_keys(records: list[dict]) -> list[str]:
     seen = set()
     for r in records:
         for key in r["override_values"]:
-            if key not in seen and key not in COVERED and not key.startswith("hydra."):
+            if key not in seen and key not in COVERED and key != r.get("strength_key") and not key.startswith("hydra."):
                 seen.add(key)
                 keys.append(key)
     return [k for k in keys if len({order(job_value(r, k)) for r in records}) > 1]

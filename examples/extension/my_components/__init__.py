@@ -3,7 +3,7 @@
 Use it from the command line with this folder on PYTHONPATH and its conf/ as an extra config folder:
 
     PYTHONPATH=examples/extension clexp --config-dir examples/extension/conf \
-        model=tiny_mlp method=drift dataset=blobs train.epochs=20 optimizer.lr=0.01 method.lam=0,10 -m
+        model=tiny_mlp method=drift dataset=blobs train.epochs=20 optimizer.lr=0.01 method.beta=0,10 -m
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ def tiny_mlp(input_shape, n_outputs: int, n_experiences: int = 1, multihead: boo
 
 # -- a quadratic method with a boundary-time estimator: a penalty and the callback that feeds it --------
 class DriftPenalty(QuadraticPenalty):
-    """(λ/2)·Σ Ω (θ − θ*)², Ω accumulated over experiences."""
+    """(β/2)·Σ Ω (θ − θ*)², Ω accumulated over experiences; β is the method's strength (`strength: beta`)."""
 
-    ARGS = {"lam": ("number", {"low": 0})}  # a bad value: one line naming method.lam, exit 2, before torch loads
+    ARGS = {"beta": ("number", {"low": 0})}  # a bad value: one line naming method.beta, exit 2, before torch loads
 
-    def __init__(self, lam: float):
-        check_args(DriftPenalty.ARGS, lam=lam)
-        super().__init__(lam, factor=0.5, mode="online", gamma=1.0)
+    def __init__(self, beta: float):
+        check_args(DriftPenalty.ARGS, beta=beta)
+        super().__init__(beta, factor=0.5, mode="online", gamma=1.0)
 
 
 class DriftImportance(ImportanceCallback):
