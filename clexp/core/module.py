@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from clexp.core.evaluation import mask_logits
+from clexp.core.step_count import stream_steps
 
 if TYPE_CHECKING:  # the type only: the methods build on this module, never the other way
     from clexp.methods.base import Regularizer
@@ -250,7 +251,7 @@ class ContinualModule(pl.LightningModule):
         if trainer is None:
             self._augment_steps += 1
             return self._augment_steps - 1
-        return trainer.fit_loop.epoch_loop._batches_that_stepped
+        return stream_steps(trainer)
 
     def _log_now(self) -> bool:
         """Log (and refresh the bar's numbers) every `log_every_n_steps` steps only: `self.log` costs
@@ -262,7 +263,7 @@ class ContinualModule(pl.LightningModule):
         # the stream's step count (continuous across experiences), as Lightning decides when to write the
         # logged values: then train/loss reaches the logger every `every` steps in every experience
         # (Lightning's `should_update_logs`: the step count before this step, plus one)
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1
+        step = stream_steps(trainer) + 1
         return step % every == 0 or trainer.is_last_batch
 
     def configure_optimizers(self):

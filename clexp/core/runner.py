@@ -40,6 +40,7 @@ from clexp.core.console import say
 from clexp.core.module import ContinualModule
 from clexp.core.naming import strength_key
 from clexp.core.results import collect, finish_outputs
+from clexp.core.step_count import set_stream_steps
 from clexp.data.augment import build_augment
 from clexp.data.images import cat_inputs, first_input, is_lazy
 from clexp.data.loader import StreamingLoader, TensorLoader
@@ -201,7 +202,7 @@ class StreamRunner:
         if self.anytime:
             self.anytime.begin(i, self.steps, done_steps)
         self.module.resumed_mid_experience = point is not None
-        trainer.fit_loop.epoch_loop._batches_that_stepped = self.steps + done_steps  # continuous x axis
+        set_stream_steps(trainer, self.steps + done_steps)  # continuous x axis
         if i == 0 and not point and self.logger is not None and trainer.is_global_zero:
             from clexp.core.loggers import define_wandb_steps
 

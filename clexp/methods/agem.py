@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clexp.config.argspec import check_args
+from clexp.core.step_count import stream_steps
 from clexp.methods.projection import (
     ConstraintCallback,
     ConstraintState,
@@ -81,7 +82,7 @@ class AGEM(ConstraintCallback):
     def reference_gradient(self, trainer, pl_module) -> list[torch.Tensor]:
         """∇ of the mean cross-entropy on a memory batch, per constrained parameter (zeros where unused)."""
         reg = pl_module.regularizer
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped if trainer is not None else 0
+        step = stream_steps(trainer) if trainer is not None else 0
         gen = torch.Generator(device=reg.y.device).manual_seed(self.seed * 104_729 + 7_919 * int(step) + 3)
         x, y, t = reg.batch(self.memory_batch_size, gen)
         with torch.enable_grad():

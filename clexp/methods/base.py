@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from clexp.config.argspec import check_args
+from clexp.core.step_count import stream_steps
 from clexp.data.images import input_batches, is_lazy
 
 # inputs decoded per chunk when importance estimation reads the experience from files
@@ -113,13 +114,13 @@ def over_chunks(trainer, pl_module, x, y, estimate: Callable, multiple: int = 1,
 def stream_step(trainer) -> int:
     """Optimizer steps of the whole stream after the current step (in `on_train_batch_end`; the runner
     keeps Lightning's logging step continuous across experiences, which is incremented after that hook)."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped + 1
+    return stream_steps(trainer) + 1
 
 
 def batch_generator(pl_module, seed: int, trainer) -> torch.Generator:
     """The sampled Fisher's draws for the current training batch: seeded by the run's seed and the
     stream's step (a resumed run draws the same labels)."""
-    step = trainer.fit_loop.epoch_loop._batches_that_stepped
+    step = stream_steps(trainer)
     return torch.Generator(device=pl_module.device).manual_seed(int(seed) * 104_729 + 7_919 * int(step) + 1)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from clexp.config.argspec import check_args, rules_of
+from clexp.core.step_count import stream_steps
 from clexp.curvature.fisher import BATCH_VARIANTS, FISHER_VARIANTS
 from clexp.methods.base import ImportanceCallback, batch_generator, batch_mean, experience_shard, over_chunks
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
@@ -115,7 +116,7 @@ class FisherImportance(ImportanceCallback):
                       f"(experience {i + 1})")
             if trainer.logger is not None:
                 trainer.logger.log_metrics({"importance/saturated": frac, "experience": i},
-                                           step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+                                           step=stream_steps(trainer))
 
     def estimate_batch(self, trainer, pl_module, x, y, t):
         """The same Fisher on one training batch (task-free streams, the online setting)."""

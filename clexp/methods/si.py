@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from clexp.config.argspec import check_args
+from clexp.core.step_count import stream_steps
 from clexp.methods.base import ImportanceCallback, task_free
 from clexp.methods.quadratic import QuadraticPenalty, buffer_key
 
@@ -88,7 +89,7 @@ def continuing(trainer, pl_module) -> bool:
     from the checkpoint), or any experience but the first of a task-free stream (no boundary there)."""
     if getattr(pl_module, "resumed_mid_experience", False):
         return True
-    return task_free(pl_module) and trainer.fit_loop.epoch_loop._batches_that_stepped > 0
+    return task_free(pl_module) and stream_steps(trainer) > 0
 
 
 class PathIntegral(ImportanceCallback):

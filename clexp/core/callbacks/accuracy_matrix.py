@@ -10,6 +10,7 @@ import torch
 
 from clexp.core import metrics
 from clexp.core.evaluation import accuracies
+from clexp.core.step_count import stream_steps
 from clexp.data.images import cat_inputs, is_lazy
 from clexp.data.stream import Stream
 
@@ -86,7 +87,7 @@ class AccuracyMatrix(pl.Callback):
         if trainer.logger is not None:
             # at the stream's step count (continuous across experiences, as train/loss): one row per experience
             trainer.logger.log_metrics({**logged, "experience": i},
-                                       step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+                                       step=stream_steps(trainer))
 
     def _logged(self, prefix: str, rows: list[list[float]], baseline) -> dict[str, float]:
         summary = {f"{prefix}/{k}": v for k, v in metrics.summary(rows, baseline).items() if v is not None}
