@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import SHARED_MNIST, cli, row
+from bench.common import MNIST_T10K, cli, row
 
 # what clexp's stack costs before any work, as processes of their own (the floor under the first ratio)
 FLOORS = {
@@ -80,10 +80,10 @@ def stream_file(folder: Path, tiny: bool) -> Path:
     import numpy as np
 
     out = folder / "mnist_t10k.npz"
-    if (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists() and not tiny:
+    if (MNIST_T10K / "t10k-images-idx3-ubyte.gz").exists() and not tiny:
         from clexp.data.arrays import mnist_t10k_arrays
 
-        mnist_t10k_arrays(SHARED_MNIST, out)
+        mnist_t10k_arrays(MNIST_T10K, out)
     else:
         n = 500 if tiny else 10_000
         rng = np.random.default_rng(0)

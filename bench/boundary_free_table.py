@@ -166,12 +166,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from bench.common import SHARED_MNIST
+    from bench.common import MNIST_T10K
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     quiet()
-    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        print(f"note: {SHARED_MNIST} is missing: random MNIST-shaped data stands in (the numbers mean nothing)")
+    if not (MNIST_T10K / "t10k-images-idx3-ubyte.gz").exists():
+        print(f"note: {MNIST_T10K} is missing: random MNIST-shaped data stands in (the numbers mean nothing)")
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

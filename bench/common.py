@@ -13,23 +13,23 @@ import torch
 from clexp.data.arrays import read_idx
 from clexp.data.base import SourceData
 
-# the 10k real MNIST test images: ../shared beside the checkout, or CLEXP_MNIST_T10K for a copy elsewhere
-SHARED_MNIST = Path(os.environ.get("CLEXP_MNIST_T10K") or
-                    Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k")
+# the 10k real MNIST test images (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz): the folder that
+# CLEXP_MNIST_T10K names, else data/mnist-t10k in the checkout
+MNIST_T10K = Path(os.environ.get("CLEXP_MNIST_T10K") or Path(__file__).resolve().parents[1] / "data" / "mnist-t10k")
 _warned = False
 
 
 def mnist_like(synthetic_n: int = 10_000, seed: int = 0) -> SourceData:
-    """The real MNIST test images (80/20 split) when ../shared has them, else random MNIST-shaped data."""
+    """The real MNIST test images (80/20 split) when MNIST_T10K has them, else random MNIST-shaped data."""
     g = torch.Generator().manual_seed(seed)
-    if (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        x = torch.from_numpy(read_idx(SHARED_MNIST / "t10k-images-idx3-ubyte.gz")).float().div(255).unsqueeze(1)
-        y = torch.from_numpy(read_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz")).long()
+    if (MNIST_T10K / "t10k-images-idx3-ubyte.gz").exists():
+        x = torch.from_numpy(read_idx(MNIST_T10K / "t10k-images-idx3-ubyte.gz")).float().div(255).unsqueeze(1)
+        y = torch.from_numpy(read_idx(MNIST_T10K / "t10k-labels-idx1-ubyte.gz")).long()
         name = "mnist-t10k"
     else:
         global _warned
         if not _warned:  # once per process: the numbers of a benchmark on random data mean nothing
-            print(f"bench: no MNIST images in {SHARED_MNIST} (set CLEXP_MNIST_T10K to their folder): random "
+            print(f"bench: no MNIST images in {MNIST_T10K} (set CLEXP_MNIST_T10K to their folder): random "
                   "MNIST-shaped data stands in", file=sys.stderr)
             _warned = True
         x = torch.rand(synthetic_n, 1, 28, 28, generator=g)

@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
+# the 10k real MNIST test images for the `mnist` tests: the folder CLEXP_MNIST_T10K names (they skip without it)
+MNIST_T10K = Path(os.environ.get("CLEXP_MNIST_T10K") or ROOT / "data" / "mnist-t10k")
 
 # small, quiet and fast: the default digits stream with a narrow MLP and 2 epochs
 FAST = ["train.epochs=2", "model.hidden=[64]", "logger=none", "trainer.enable_progress_bar=false",
@@ -58,9 +59,9 @@ def clexp_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: floa
 
 @pytest.fixture
 def mnist_dir() -> Path:
-    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip("../shared/data/mnist-t10k is not present")
-    return SHARED_MNIST
+    if not (MNIST_T10K / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"no MNIST t10k files in {MNIST_T10K} (set CLEXP_MNIST_T10K to their folder)")
+    return MNIST_T10K
 
 
 class CliResult:
