@@ -12,7 +12,8 @@ class-IL; Adam lr 0.001 (conf/config.yaml's optimizer) and SGD lr 0.05 (no momen
   costs.
 
     python -m bench.constraints_optimizers [--seeds 0 1] [--methods naive gpm agem] [--optimizers adam sgd]
-                                           [--gpm-threshold 0.9] [--tiny]
+                                           [--gpm-threshold 0.9] [--gpm-override KEY=VALUE ...]
+                                           [--scenarios task domain class] [--validation] [--tiny]
 
 Prints a markdown table: final average accuracy (forgetting), mean over the seeds, each seed in brackets.
 """
@@ -49,6 +50,10 @@ def main(argv=None) -> int:
     parser.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--gpm-threshold", type=float, default=0.9, help="method.threshold of gpm")
+    parser.add_argument("--gpm-override", nargs="*", default=[],
+                        help="more overrides of gpm, e.g. method.hidden_threshold=0.99 method.threshold_increment=0.003")
+    parser.add_argument("--validation", action="store_true",
+                        help="train.val_fraction=0.2 and the validation split's scores (val_metrics), for choosing")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 2 experiences, a few steps")
     parser.add_argument("--out", default=None, help="keep the run folders here")
     args = parser.parse_args(argv)
@@ -56,14 +61,14 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     quiet()
-    lines = [f"Final average accuracy (forgetting); mean over seeds {args.seeds}, each seed in brackets; "
-             f"gpm method.threshold={args.gpm_threshold}, ogd and agem at their configs' defaults", "",
+    lines = [f"Final average accuracy (forgetting) on the {'validation' if args.validation else 'test'} split; mean over seeds {args.seeds}, each seed in brackets; "
+             f"gpm method.threshold={args.gpm_threshold}{''.join(' ' + o for o in args.gpm_override)}, ogd and agem at their configs' defaults", "",
              "| method | optimizer | " + " | ".join(f"{s}-IL" for s in args.scenarios) + " |",
              "| --- | --- |" + " --- |" * len(args.scenarios)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
         for method in args.methods:
-            own = [f"method.threshold={args.gpm_threshold}"] if method == "gpm" else []
+            own = [f"method.threshold={args.gpm_threshold}", *args.gpm_override] if method == "gpm" else []
             small = [o for o in TINY if not o.startswith("method.") or method in ("ogd", "agem")] if args.tiny else []
             for opt in args.optimizers:
                 cells = []
@@ -71,10 +76,13 @@ def main(argv=None) -> int:
                     values, forgetting = [], []
                     for seed in args.seeds:
                         t0 = time.perf_counter()
-                        r = run([*COMMON, *OPTIMIZERS[opt], f"scenario.incremental={scenario}", f"method={method}",
+                        common = [*COMMON, "train.val_fraction=0.2"] if args.validation else COMMON
+                        common = [o for o in common if o != "train.val_fraction=0"] if args.validation else common
+                        r = run([*common, *OPTIMIZERS[opt], f"scenario.incremental={scenario}", f"method={method}",
                                  *own, f"seed={seed}", *small], out / f"{method}-{opt}-{scenario}-{seed}")
-                        values.append(r["metrics"]["avg_acc"])
-                        forgetting.append(r["metrics"]["forgetting"])
+                        metrics = r["val_metrics"] if args.validation else r["metrics"]  # validation never reads test
+                        values.append(metrics["avg_acc"])
+                        forgetting.append(metrics["forgetting"])
                         print(f"{method} {opt} {scenario} seed {seed}: {values[-1]:.4f} "
                               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
                     cells.append(cell(values, forgetting))

@@ -54,6 +54,20 @@ def numpy_gpm(mats, threshold):
     return M
 
 
+def test_gpm_layer_thresholds_hidden_and_per_task_increment():
+    """`threshold` for the first layer, `hidden_threshold` for the later ones, each plus the increment per
+    experience already consolidated, capped at 1; the defaults: one threshold for every layer, every time."""
+    plain = gpm.GradientProjectionMemory(threshold=0.9)
+    assert plain.layer_thresholds(3, 0) == plain.layer_thresholds(3, 4) == [0.9, 0.9, 0.9]
+    cb = gpm.GradientProjectionMemory(threshold=0.9, hidden_threshold=0.97, threshold_increment=0.01)
+    assert cb.layer_thresholds(3, 0) == pytest.approx([0.9, 0.97, 0.97])
+    assert cb.layer_thresholds(3, 2) == pytest.approx([0.92, 0.99, 0.99])
+    assert cb.layer_thresholds(2, 5) == pytest.approx([0.95, 1.0])
+    for bad in ({"hidden_threshold": 0.0}, {"hidden_threshold": 1.5}, {"threshold_increment": -0.1}):
+        with pytest.raises(Exception, match=next(iter(bad))):
+            gpm.GradientProjectionMemory(**bad)
+
+
 @pytest.mark.parametrize("threshold", [0.5, 0.9, 0.99, 1.0])
 def test_gpm_basis_equals_numpy_svd_with_the_energy_criterion(threshold):
     rng = np.random.default_rng(0)

@@ -51,3 +51,25 @@ def test_optimizer_table_runs_each_method_under_adam_and_sgd_on_the_same_stream(
         rest = tuple(o for o in overrides if not o.startswith("optimizer") and not o.startswith("hydra"))
         by_optimizer.setdefault(rest, set()).add(next(o for o in overrides if o.startswith("optimizer=")))
     assert all(v == {"optimizer=adam", "optimizer=sgd"} for v in by_optimizer.values())
+
+
+def test_optimizer_table_validation_reads_validation_scores_and_passes_gpm_overrides(monkeypatch, capsys):
+    """--validation: the runs hold out train.val_fraction=0.2 and the table reads `val_metrics` only;
+    --gpm-override reaches gpm's runs and no other method's."""
+    from bench import constraints_optimizers as co
+
+    seen = []
+
+    def fake_run(overrides, folder: Path):
+        seen.append(overrides)
+        return {"metrics": {"avg_acc": 0.1, "forgetting": 0.9}, "val_metrics": {"avg_acc": 0.7, "forgetting": 0.2}}
+
+    monkeypatch.setattr(co, "run", fake_run)
+    assert co.main(["--seeds", "0", "--methods", "naive", "gpm", "--optimizers", "adam", "--scenarios", "class",
+                    "--validation", "--gpm-override", "method.hidden_threshold=0.95"]) == 0
+    out = capsys.readouterr().out
+    assert "0.700 [0.700] (0.200)" in out and "0.100" not in out
+    assert len(seen) == 2
+    for overrides in seen:
+        assert "train.val_fraction=0.2" in overrides and "train.val_fraction=0" not in overrides
+        assert ("method.hidden_threshold=0.95" in overrides) == ("method=gpm" in overrides)

@@ -125,6 +125,7 @@ CASES = [
     (["method=mas", "method.consolidate_every=0"], "method.consolidate_every"),
     (["scenario.boundaries=blurry", "scenario.blur=1"], "scenario.blur"),
     (["method=gpm", "method.threshold=1.01"], "method.threshold"),
+    (["method=gpm", "method.hidden_threshold=1.01"], "method.hidden_threshold"),
     (["method=agem", "method.memory_batch_size=0"], "method.memory_batch_size"),
     (["model.hidden=400"], "model.hidden"),
     (["model=cnn", "model.channels=8"], "model.channels"),

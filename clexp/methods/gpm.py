@@ -30,7 +30,8 @@ the largest are never kept (the rank of R caps k).
 Differences from the official code (github.com/sahagobinda/GPM): its first-experience criterion keeps one
 direction fewer than Eq. 5 (`np.sum(np.cumsum(ratio) < threshold)`, the `+1` commented out): here Eq. 5 as
 written; it has one threshold per layer (PMNIST 0.95 first layer, 0.99 others; CIFAR 0.97 + 0.003·t), here one
-`threshold` for all; its convolutions use fewer inputs than its linear layers (the patches' count): here every
+`threshold` for all by default, with `hidden_threshold` (every layer after the first) and `threshold_increment`
+(per experience already consolidated, capped at 1) as options; its convolutions use fewer inputs than its linear layers (the patches' count): here every
 layer uses the same `samples`; its models have no biases and it zeroes the 1-d parameters' gradients after the
 first task: here biases are constrained through the appended 1, and parameters of other layer types
 (normalisation layers' affine parameters, embeddings) are left free. Task-IL with a masked shared head (the
@@ -212,9 +213,11 @@ class GPMBases(ConstraintState):
             P = self._projectors[i] = M @ M.T
         return P
 
-    def consolidate(self, grams: list[torch.Tensor], threshold: float) -> None:
+    def consolidate(self, grams: list[torch.Tensor], threshold: float | list[float]) -> None:
+        """`threshold`: one ε_th for every layer, or one per layer (`layer_thresholds`)."""
+        thresholds = threshold if isinstance(threshold, (list, tuple)) else [threshold] * len(grams)
         for i, gram in enumerate(grams):
-            self.grow(f"basis__{i}", update_basis(self.basis(i), gram.to(self.basis(i).device), threshold))
+            self.grow(f"basis__{i}", update_basis(self.basis(i), gram.to(self.basis(i).device), thresholds[i]))
         row = torch.tensor([[self.basis(i).shape[1] for i in range(len(self.layers))]], dtype=torch.long)
         self.grow("sizes", torch.cat([self.sizes, row.to(self.sizes.device)]))
         self.loaded()
@@ -337,13 +340,28 @@ class GradientProjectionMemory(ConstraintCallback):
     """At every experience's end, the layers' representation on `samples` of its training inputs updates the
     bases (energy `threshold`); before every step, the gradient is projected out of them."""
 
-    ARGS = {"threshold": ("number", {"low": 0, "high": 1, "low_open": True}), "samples": ("int", {})}
+    ARGS = {"threshold": ("number", {"low": 0, "high": 1, "low_open": True}),
+            "hidden_threshold": ("number", {"low": 0, "high": 1, "low_open": True, "allow_none": True}),
+            "threshold_increment": ("number", {"low": 0, "high": 1}), "samples": ("int", {})}
     projects_steps = True
 
-    def __init__(self, threshold: float = 0.9, samples: int = 300, seed: int = 0, chunk_size: int = 64):
-        check_args(GradientProjectionMemory.ARGS, threshold=threshold, samples=samples)
+    def __init__(self, threshold: float = 0.9, samples: int = 300, seed: int = 0, chunk_size: int = 64,
+                 hidden_threshold: float | None = None, threshold_increment: float = 0.0):
+        check_args(GradientProjectionMemory.ARGS, threshold=threshold, samples=samples,
+                   hidden_threshold=hidden_threshold, threshold_increment=threshold_increment)
         self.threshold, self.samples, self.seed, self.chunk_size = float(threshold), int(samples), int(seed), \
             int(chunk_size)
+        self.hidden_threshold = None if hidden_threshold is None else float(hidden_threshold)
+        self.threshold_increment = float(threshold_increment)
+
+    def layer_thresholds(self, n_layers: int, consolidation: int) -> list[float]:
+        """ε_th per constrained layer at the `consolidation`-th consolidation (0 at the first experience's end):
+        `threshold` for the first layer, `hidden_threshold` (default: `threshold`) for every later one (the
+        official code's deeper layers keep more, e.g. PMNIST 0.95 / 0.99), each plus
+        `threshold_increment`·consolidation, at most 1 (the official CIFAR schedule: 0.97 + 0.003·t)."""
+        hidden = self.threshold if self.hidden_threshold is None else self.hidden_threshold
+        base = [self.threshold] + [hidden] * (n_layers - 1)
+        return [min(1.0, b + self.threshold_increment * consolidation) for b in base]
 
     def on_train_start(self, trainer, pl_module):
         pl_module.regularizer.free_rows(pl_module.model, pl_module.task_masks, int(pl_module.experience))
@@ -358,7 +376,7 @@ class GradientProjectionMemory(ConstraintCallback):
         x, _, t = sample_experience(pl_module, self.samples, self.seed, salt=1)
         with eval_mode(pl_module.model) as model:
             grams = representation_grams(model, reg.layers, x, t, self.chunk_size)
-        reg.consolidate(grams, self.threshold)
+        reg.consolidate(grams, self.layer_thresholds(len(reg.layers), len(reg.sizes)))
 
     def state_report(self, pl_module) -> dict:
         reg = pl_module.regularizer
