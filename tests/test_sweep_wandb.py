@@ -44,8 +44,10 @@ def test_a_failed_job_does_not_leak_its_wandb_run_into_the_next(tmp_path):
     assert len(summaries) == 1
     cli = Path(sys.executable).with_name("wandb")
     cli = str(cli) if cli.exists() else shutil.which("wandb")
-    summary = json.loads(subprocess.run([cli, "leet", "inspect", "--summary", "--json", str(summaries[0])],
-                                        capture_output=True, text=True, timeout=120).stdout)
+    inspected = subprocess.run([cli, "leet", "inspect", "--summary", "--json", str(summaries[0])],
+                               capture_output=True, text=True, timeout=120)
+    assert inspected.returncode == 0 and inspected.stdout.strip(), (inspected.stderr, sorted(summaries[0].iterdir()))
+    summary = json.loads(inspected.stdout)
     assert summary["name"].endswith("-summary") and summary["summary"]["sweep/jobs"]["nrows"] == 3
     assert summary["summary"]["sweep/summary"]["nrows"] == 2  # two completed configurations (c = 0.1, 0.2)
     # the selection on validation, with the selected strength's interval (one seed: none) in the summary
