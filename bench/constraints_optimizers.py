@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--gpm-threshold", type=float, default=0.9, help="method.threshold of gpm")
     parser.add_argument("--gpm-override", nargs="*", default=[],
-                        help="more overrides of gpm, e.g. method.hidden_threshold=0.99 method.threshold_increment=0.003")
+                        help="more overrides of gpm, e.g. method.hidden_threshold=0.99 "
+                             "method.threshold_increment=0.003")
     parser.add_argument("--validation", action="store_true",
                         help="train.val_fraction=0.2 and the validation split's scores (val_metrics), for choosing")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 2 experiences, a few steps")
@@ -61,8 +62,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     quiet()
-    lines = [f"Final average accuracy (forgetting) on the {'validation' if args.validation else 'test'} split; mean over seeds {args.seeds}, each seed in brackets; "
-             f"gpm method.threshold={args.gpm_threshold}{''.join(' ' + o for o in args.gpm_override)}, ogd and agem at their configs' defaults", "",
+    split = "validation" if args.validation else "test"
+    extra = "".join(" " + o for o in args.gpm_override)
+    lines = [f"Final average accuracy (forgetting) on the {split} split; mean over seeds {args.seeds}, "
+             f"each seed in brackets; gpm method.threshold={args.gpm_threshold}{extra}, ogd and agem at their "
+             "configs' defaults", "",
              "| method | optimizer | " + " | ".join(f"{s}-IL" for s in args.scenarios) + " |",
              "| --- | --- |" + " --- |" * len(args.scenarios)]
     with tempfile.TemporaryDirectory() as tmp:

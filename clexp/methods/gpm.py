@@ -31,7 +31,8 @@ Differences from the official code (github.com/sahagobinda/GPM): its first-exper
 direction fewer than Eq. 5 (`np.sum(np.cumsum(ratio) < threshold)`, the `+1` commented out): here Eq. 5 as
 written; it has one threshold per layer (PMNIST 0.95 first layer, 0.99 others; CIFAR 0.97 + 0.003·t), here one
 `threshold` for all by default, with `hidden_threshold` (every layer after the first) and `threshold_increment`
-(per experience already consolidated, capped at 1) as options; its convolutions use fewer inputs than its linear layers (the patches' count): here every
+(per experience already consolidated, capped at 1) as options; its convolutions use fewer inputs than its linear
+layers (the patches' count): here every
 layer uses the same `samples`; its models have no biases and it zeroes the 1-d parameters' gradients after the
 first task: here biases are constrained through the appended 1, and parameters of other layer types
 (normalisation layers' affine parameters, embeddings) are left free. Task-IL with a masked shared head (the

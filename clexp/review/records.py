@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from clexp.core.naming import LEGACY_STRENGTH_KEYS
 from clexp.core.naming import strength_key as strength_key_name
 
 try:  # the C loader of PyYAML (libyaml); the pure-Python one where a build lacks it
@@ -378,10 +379,11 @@ def varying_keys(records: list[dict]) -> list[str]:
     """The override keys (command-line order) whose value differs between the jobs, but for the seed and
     the keys a GROUP column shows."""
     keys = []
-    seen = set()
+    # the strength column shows these: every job's strength key, and the legacy ones (a failed job without config)
+    seen = {r.get("strength_key") for r in records} - {"", None} | {f"method.{k}" for k in LEGACY_STRENGTH_KEYS}
     for r in records:
         for key in r["override_values"]:
-            if key not in seen and key not in COVERED and key != r.get("strength_key") and not key.startswith("hydra."):
+            if key not in seen and key not in COVERED and not key.startswith("hydra."):
                 seen.add(key)
                 keys.append(key)
     return [k for k in keys if len({order(job_value(r, k)) for r in records}) > 1]
