@@ -92,3 +92,14 @@ def clexp_main(monkeypatch, capsys):
         return CliResult(code, out.out, out.err)
 
     return call
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny float64 models, where starting threads costs more than the work."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

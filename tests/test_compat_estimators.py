@@ -21,12 +21,7 @@ from tests.cases import BY_ID, MASKS, labels
 CASES = [BY_ID["mlp"], BY_ID["cnn"], BY_ID["norms"]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny float64 models (tests/conftest.py)
 
 
 def _params(model):

@@ -16,14 +16,7 @@ from tests.cases import BY_ID, CASES, KEYWORDS, MASK, MASKS, TWO, Y, labels, see
 from tests.conftest import compose
 from tests.oracles import rel_err
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny float64 models: thread start-up would cost more than the work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny float64 models (tests/conftest.py)
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

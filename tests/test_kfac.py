@@ -16,12 +16,7 @@ from tests.cases import BY_ID, CASES, KEYWORDS, MASK, MASKS, SHARED_CLASSIFIER, 
 FACTORED = [c for c in CASES if c.factored]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny float64 models (tests/conftest.py)
 
 
 def close(ours, theirs, rtol=1e-10, atol=1e-12):

@@ -9,13 +9,7 @@ from tests import oracles
 from tests.cases import BY_ID, CASES, KEYWORDS, MASKS
 from tests.oracles import rel_err
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny float64 models (tests/conftest.py)
 
 
 @pytest.mark.parametrize("case", [*CASES, KEYWORDS], ids=str)
