@@ -46,7 +46,8 @@ def test_a_failed_job_does_not_leak_its_wandb_run_into_the_next(tmp_path):
     cli = str(cli) if cli.exists() else shutil.which("wandb")
     inspected = subprocess.run([cli, "leet", "inspect", "--summary", "--json", str(summaries[0])],
                                capture_output=True, text=True, timeout=120)
-    assert inspected.returncode == 0 and inspected.stdout.strip(), (inspected.stderr, sorted(summaries[0].iterdir()))
+    assert inspected.returncode == 0 and inspected.stdout.strip(), (inspected.stderr, sorted(summaries[0].rglob("*")),
+                                                                   out.stdout[-1500:])
     summary = json.loads(inspected.stdout)
     assert summary["name"].endswith("-summary") and summary["summary"]["sweep/jobs"]["nrows"] == 3
     assert summary["summary"]["sweep/summary"]["nrows"] == 2  # two completed configurations (c = 0.1, 0.2)
