@@ -47,8 +47,10 @@ def clexp_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: floa
     full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
     # a rendezvous left in this process's environment (Lightning's SLURM environment writes MASTER_ADDR) must
     # not reach a DDP child: one stale host name and its ranks wait forever
-    clear = (*clear, *(k for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-                       if k not in (env or {})))
+    # nor may a wandb service that an in-process test started here (WANDB_SERVICE): the child's runs would go to
+    # this process's service, which never writes them once this process has finished its own run
+    clear = (*clear, *(k for k in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE",
+                                   "WANDB_SERVICE") if k not in (env or {})))
     for name in clear:
         full_env.pop(name, None)
     return subprocess.run(
