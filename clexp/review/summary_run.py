@@ -84,9 +84,7 @@ def summary_run(config, sweep_dir: Path, jobs: list[dict]) -> None:
         run = wandb.init(project=logger.get("project", "clexp"), entity=logger.get("entity"), group=group,
                          name=f"{group}-summary", job_type="sweep-summary", dir=str(sweep_dir), mode=mode,
                          id=rid, resume="allow", reinit="create_new",
-                         # a busy machine (the sweep's last jobs still exiting) can take wandb's service longer
-                         # to answer than its 90 s default
-                         settings=wandb.Settings(silent=True, console="off", init_timeout=300))
+                         settings=wandb.Settings(silent=True, console="off"))
         columns = list(jobs[0])
         run.log({"sweep/jobs": wandb.Table(columns=columns, data=[[str(j[c]) for c in columns]
                                                                    for j in jobs[:JOBS_ROWS]])})
