@@ -335,7 +335,7 @@ def collect(paths: list[str | Path], keep_config: bool = False) -> list[dict]:
         if not completed:
             if described["strength"] is None:  # no config: the overrides may still name a strength
                 given = {k.split(".", 1)[1]: scalar(v) for k, v in ov.items() if k.startswith("method.")}
-                described["strength"] = strength_of(given) if strength_key_name(given) else None
+                described["strength"] = strength_of(given)
             for column, names in FROM_OVERRIDES.items():
                 if described[column] is None:
                     described[column] = next((ov[k] for k in names if k in ov), None)
